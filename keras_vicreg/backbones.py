@@ -1,0 +1,161 @@
+"""ResNet backbones for VICReg, built offline from explicit arguments.
+
+The keras-cv and keras-hub presets download weights and fail without internet, so every backbone here
+is built from its architecture arguments and starts from random weights. The result maps images to the
+globally average-pooled representation (2048 features for ResNet-50), which is what VICReg's expander
+and every evaluation protocol consume.
+"""
+
+import re
+
+import keras
+
+_DEPTH_BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+_FILTERS = (64, 128, 256, 512)
+_STRIDES = (1, 2, 2, 2)
+SOURCES = ("keras_hub", "keras_cv")
+STEMS = ("imagenet", "small")
+
+# The last BatchNormalization of each residual branch: "<stack>_block<i>_<k>_bn" with the highest k.
+_BRANCH_BN = re.compile(r"^(?P<block>.*_block\d+)_(?P<index>[1-9])_bn$")
+
+
+def _library_backbone(depth, source, preactivation, channels):
+    """The keras-hub or keras-cv ResNet with its ImageNet stem, random weights, any image size."""
+    basic = depth < 50
+    blocks = list(_DEPTH_BLOCKS[depth])
+    if source == "keras_hub":
+        import keras_hub
+
+        return keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=list(_FILTERS),
+            stackwise_num_blocks=blocks,
+            stackwise_num_strides=list(_STRIDES),
+            block_type="basic_block" if basic else "bottleneck_block",
+            use_pre_activation=preactivation,
+            image_shape=(None, None, channels),
+        )
+    import keras_cv
+
+    backbone_class = (
+        keras_cv.models.ResNetV2Backbone if preactivation else keras_cv.models.ResNetBackbone
+    )
+    return backbone_class(
+        stackwise_filters=list(_FILTERS),
+        stackwise_blocks=blocks,
+        stackwise_strides=list(_STRIDES),
+        include_rescaling=False,
+        block_type="basic_block" if basic else "block",
+        input_shape=(None, None, channels),
+    )
+
+
+def _small_stem(library_backbone, inputs, preactivation):
+    """A 3x3 stride-1 convolution without max pooling, then the library's residual stacks.
+
+    32-pixel images (CIFAR, Fashion-MNIST) lose too much resolution to the ImageNet stem's stride-4
+    downsampling; this is the stem of the small-scale references (solo-learn, lightly).
+    """
+    stacks = keras.Model(
+        library_backbone.get_layer("pool1_pool").output,
+        library_backbone.output,
+        name="residual_stacks",
+    )
+    x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    if not preactivation:
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
+        x = keras.layers.Activation("relu", name="stem_relu")(x)
+    return stacks(x)
+
+
+def zero_init_residual_branches(model):
+    """Sets to zero the gamma of the last BatchNormalization of every residual branch.
+
+    Each block then starts as the identity, as in the released VICReg code (torchvision's
+    `zero_init_residual=True`). Returns the number of layers changed; pre-activation blocks end in a
+    convolution and have none.
+    """
+    last_bn = {}
+    for layer in _all_layers(model):
+        match = _BRANCH_BN.match(layer.name)
+        if isinstance(layer, keras.layers.BatchNormalization) and match:
+            block, index = match.group("block"), int(match.group("index"))
+            if index > last_bn.get(block, (0, None))[0]:
+                last_bn[block] = (index, layer)
+    for _, layer in last_bn.values():
+        layer.gamma.assign(keras.ops.zeros(layer.gamma.shape, dtype=layer.gamma.dtype))
+    return len(last_bn)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def resnet(
+    depth,
+    *,
+    source="keras_hub",
+    stem="imagenet",
+    preactivation=False,
+    zero_init_residual=True,
+    input_shape=(224, 224, 3),
+    name=None,
+):
+    """A ResNet mapping images to its globally average-pooled features, built offline.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        source: "keras_hub" (torchvision's "v1.5" layout with the stride on the 3x3 convolution, the
+            layout of the released VICReg models) or "keras_cv" (the Keras Applications layout with the
+            stride on the first 1x1 convolution of a bottleneck).
+        stem: "imagenet" (7x7 stride-2 convolution and max pooling) or "small" (3x3 stride-1
+            convolution without max pooling, for 32-pixel images).
+        preactivation: use ResNet v2 pre-activation blocks (keras-hub `use_pre_activation=True`,
+            keras-cv `ResNetV2Backbone`).
+        zero_init_residual: start every residual block as the identity (see
+            `zero_init_residual_branches`); has no effect on pre-activation blocks.
+        input_shape: (height, width, channels) of the images; height and width may be None.
+        name: the model's name; defaults to e.g. "resnet50_keras_hub".
+
+    Returns:
+        A functional `keras.Model` from images to features of width 512 (depth 18, 34) or 2048.
+
+    Example:
+        >>> backbone = resnet(18, stem="small", input_shape=(32, 32, 3))
+        >>> backbone.output_shape
+        (None, 512)
+    """
+    if depth not in _DEPTH_BLOCKS:
+        raise ValueError(f"`depth` must be one of {sorted(_DEPTH_BLOCKS)}. Received: depth={depth}")
+    if source not in SOURCES:
+        raise ValueError(f"`source` must be one of {SOURCES}. Received: source={source!r}")
+    if stem not in STEMS:
+        raise ValueError(f"`stem` must be one of {STEMS}. Received: stem={stem!r}")
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels). "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+    library_backbone = _library_backbone(depth, source, preactivation, input_shape[-1])
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    if stem == "small":
+        x = _small_stem(library_backbone, inputs, preactivation)
+    else:
+        x = library_backbone(inputs)
+    outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_{source}")
+    if zero_init_residual and not preactivation:
+        zero_init_residual_branches(model)
+    return model

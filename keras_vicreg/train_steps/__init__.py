@@ -1,0 +1,21 @@
+"""One thin `train_step` / `test_step` per Keras backend, chosen by `keras.backend.backend()`.
+
+Everything that can be backend-neutral (the forward pass, the loss, the metrics) lives in
+`VICReg.compute_terms`; these modules only differ in how gradients are taken and applied: TensorFlow
+records a tape, PyTorch calls `backward()`, and JAX differentiates a stateless function.
+"""
+
+import importlib
+
+import keras
+
+
+def backend_steps():
+    """The module holding `train_step` and `test_step` for the current Keras backend."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax", "torch"):
+        raise ValueError(
+            "keras-vicreg trains on the tensorflow, jax and torch backends. "
+            f"Received: KERAS_BACKEND={backend!r}"
+        )
+    return importlib.import_module(f"keras_vicreg.train_steps.{backend}_steps")
