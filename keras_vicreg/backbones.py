@@ -159,3 +159,10 @@ def resnet(
     if zero_init_residual and not preactivation:
         zero_init_residual_branches(model)
     return model
+
+
+def load_torchvision_resnet(path_or_state_dict, depth=50, **kwargs):
+    """Released PyTorch weights in a keras-hub ResNet; see `keras_vicreg.torchvision_weights`."""
+    from keras_vicreg import torchvision_weights  # imported here: it imports this module
+
+    return torchvision_weights.load_torchvision_resnet(path_or_state_dict, depth, **kwargs)

@@ -1,0 +1,206 @@
+"""Released PyTorch ResNet weights, in torchvision's key layout, loaded into the keras-hub ResNet.
+
+The VICReg release (facebookresearch/vicreg) publishes its backbones as PyTorch state dicts of a
+torchvision ResNet ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight",
+"layer1.0.downsample.0.weight", ...), either bare or, in training checkpoints, under a
+"module.backbone." prefix. keras-hub's ResNet has the same "v1.5" layout (stride on the 3x3
+convolution) and pads explicitly like PyTorch, so every tensor has a place and the features agree:
+
+    conv1, bn1                      -> conv1_conv, conv1_bn   (stem="small": stem_conv, stem_bn)
+    layer{L}.{B}.conv{K}, .bn{K}    -> stack{L-1}_block{B}_{K}_conv, stack{L-1}_block{B}_{K}_bn
+    layer{L}.{B}.downsample.0 / .1  -> stack{L-1}_block{B}_0_conv / stack{L-1}_block{B}_0_bn
+
+Convolution kernels go from PyTorch's (out, in, h, w) to Keras' (h, w, in, out); BatchNorm's
+weight, bias, running_mean and running_var become gamma, beta, moving_mean and moving_variance.
+The classifier ("fc.*") and "num_batches_tracked" counters are ignored.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from keras_vicreg import backbones
+
+# Tried in order: the first one that precedes "conv1.weight" in the state dict is the backbone's.
+PREFIXES = ("module.backbone.", "backbone.", "module.", "")
+_IGNORED = re.compile(r"^fc\.|\.num_batches_tracked$|^num_batches_tracked$")
+_STACK_LAYER = re.compile(r"^stack(?P<stack>\d+)_block(?P<block>\d+)_(?P<index>\d+)_(?P<kind>conv|bn)$")
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+_STEM = {"conv1_conv": "conv1", "conv1_bn": "bn1", "stem_conv": "conv1", "stem_bn": "bn1"}
+_MAX_LISTED = 20
+
+
+def load_torchvision_resnet(
+    path_or_state_dict,
+    depth=50,
+    *,
+    input_shape=(224, 224, 3),
+    stem="imagenet",
+    name=None,
+):
+    """A keras-hub ResNet holding the weights of a torchvision-layout PyTorch state dict.
+
+    Args:
+        path_or_state_dict: a path to a file written by `torch.save` (read with
+            `torch.load(..., weights_only=True)`, so torch must be installed), or a mapping from
+            key to tensor or NumPy array. A checkpoint holding the state dict under "state_dict"
+            or "model" works too. Keys may carry a "module.backbone.", "backbone." or "module."
+            prefix; with a prefix, keys outside it (an expander, a classifier) are ignored.
+        depth: 18, 34, 50, 101 or 152. The released VICReg ResNet-50 is depth 50.
+        input_shape: (height, width, channels) of the Keras model's input; height and width may
+            be None.
+        stem: "imagenet" (7x7 stride-2 convolution and max pooling, as released) or "small"
+            (3x3 stride-1 convolution, no max pooling: torchvision ResNets whose `conv1` was
+            replaced and `maxpool` made an identity, as in small-image libraries).
+        name: the Keras model's name.
+
+    Returns:
+        A `keras.Model` from images (normalised as in training, channels last) to pooled
+        features, built by `keras_vicreg.backbones.resnet(depth, source="keras_hub", ...)`.
+
+    Raises:
+        ValueError: if keys are missing, unknown or mis-shaped (all of them are listed).
+
+    Example:
+        >>> backbone = load_torchvision_resnet("resnet50.pth", depth=50)
+        >>> features = backbone.predict(normalised_images)  # (batch, 2048)
+    """
+    state = _read_state_dict(path_or_state_dict)
+    model = backbones.resnet(
+        depth,
+        source="keras_hub",
+        stem=stem,
+        input_shape=input_shape,
+        zero_init_residual=False,
+        name=name,
+    )
+    assign_torchvision_weights(model, state)
+    return model
+
+
+def assign_torchvision_weights(model, state_dict):
+    """Copies a torchvision-layout ResNet state dict into a keras-hub ResNet built by `resnet`.
+
+    Args:
+        model: a model from `keras_vicreg.backbones.resnet(..., source="keras_hub")`.
+        state_dict: a mapping from torchvision key (with or without one of `PREFIXES`) to tensor
+            or array.
+
+    Raises:
+        ValueError: if keys are missing, unknown or mis-shaped (all of them are listed).
+    """
+    state = _strip_prefix(state_dict)
+    targets = _torch_targets(model)
+    missing = sorted(set(targets) - set(state))
+    unknown = sorted(set(state) - set(targets))
+    values, misshaped = {}, []
+    for key in sorted(set(targets) & set(state)):
+        variable, transform = targets[key]
+        value = transform(_to_numpy(state[key]))
+        if tuple(value.shape) != tuple(variable.shape):
+            misshaped.append(
+                f"{key}: {tuple(state[key].shape)}, expected {_torch_shape(variable.shape)}"
+            )
+        values[key] = value
+    if missing or unknown or misshaped:
+        raise ValueError(
+            "The state dict does not match a torchvision ResNet of this depth and stem; check "
+            "`depth` and `stem` (released VICReg ResNet-50: depth=50, stem='imagenet')."
+            f"{_listing('missing keys', missing)}{_listing('unknown keys', unknown)}"
+            f"{_listing('mis-shaped keys', misshaped)} Received: {len(state)} keys, "
+            f"model={model.name!r}"
+        )
+    for key, (variable, _) in targets.items():
+        variable.assign(values[key].astype(variable.dtype))
+
+
+def _read_state_dict(path_or_state_dict):
+    state = path_or_state_dict
+    if not hasattr(state, "keys"):
+        try:
+            import torch
+        except ImportError as error:
+            raise ImportError(
+                "Reading a PyTorch checkpoint needs torch (`pip install torch`), or pass a dict "
+                f"of NumPy arrays instead. Received: path_or_state_dict={state!r}"
+            ) from error
+        state = torch.load(state, map_location="cpu", weights_only=True)
+    for nested in ("state_dict", "model"):
+        if hasattr(state.get(nested), "keys"):
+            state = state[nested]
+    return state
+
+
+def _strip_prefix(state_dict):
+    """The backbone's keys without their prefix; other keys and ignored ones are dropped."""
+    prefix = next((p for p in PREFIXES if f"{p}conv1.weight" in state_dict), "")
+    return {
+        key[len(prefix):]: value
+        for key, value in state_dict.items()
+        if key.startswith(prefix) and not _IGNORED.search(key[len(prefix):])
+    }
+
+
+def _torch_name(layer_name):
+    """The torchvision module name of a keras-hub ResNet layer, or None for layers without one."""
+    if layer_name in _STEM:
+        return _STEM[layer_name]
+    match = _STACK_LAYER.match(layer_name)
+    if not match:
+        return None
+    block = f"layer{int(match['stack']) + 1}.{match['block']}"
+    index, kind = int(match["index"]), match["kind"]
+    if index == 0:
+        return f"{block}.downsample.{0 if kind == 'conv' else 1}"
+    return f"{block}.{kind}{index}"
+
+
+def _torch_targets(model):
+    """{torchvision key: (Keras variable, function from the PyTorch array to the Keras one)}."""
+    targets = {}
+    for layer in _leaf_layers(model):
+        module = _torch_name(layer.name)
+        if module is None:
+            continue
+        if isinstance(layer, keras.layers.Conv2D):
+            targets[f"{module}.weight"] = (layer.kernel, _oihw_to_hwio)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            variables = (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
+            for key, variable in zip(_BN_KEYS, variables):
+                targets[f"{module}.{key}"] = (variable, np.asarray)
+    return targets
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _oihw_to_hwio(kernel):
+    return np.transpose(kernel, (2, 3, 1, 0)) if kernel.ndim == 4 else kernel
+
+
+def _torch_shape(keras_shape):
+    if len(keras_shape) == 4:
+        height, width, channels_in, channels_out = keras_shape
+        return (channels_out, channels_in, height, width)
+    return tuple(keras_shape)
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch.Tensor; float() also covers half and bfloat16
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() else value).numpy()
+    return np.asarray(value)
+
+
+def _listing(title, items):
+    if not items:
+        return ""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return f" {len(items)} {title}: {shown}{more}."
