@@ -58,22 +58,61 @@ def _library_backbone(depth, source, preactivation, channels):
     )
 
 
-def _small_stem(library_backbone, inputs, preactivation):
-    """A 3x3 stride-1 convolution without max pooling, then the library's residual stacks.
+def _residual_stacks(x, depth, source, preactivation, filters):
+    """The library's four residual stages, applied to a tensor (for the small stem).
+
+    keras-hub and keras-cv expose their stages only as module-level functions; the backbone classes
+    hard-wire the ImageNet stem (and keras-hub a first width of 64), so the small stem composes the
+    stages itself, with the libraries' own layer names.
+    """
+    basic = depth < 50
+    blocks = _DEPTH_BLOCKS[depth]
+    if source == "keras_hub":
+        from keras_hub.src.models.resnet import resnet_backbone as library
+
+        for index in range(4):
+            x = library.apply_stack(
+                x,
+                filters=filters[index],
+                blocks=blocks[index],
+                stride=_STRIDES[index],
+                block_type="basic_block" if basic else "bottleneck_block",
+                use_pre_activation=preactivation,
+                first_shortcut=not basic or index > 0,
+                name=f"stack{index}",
+            )
+    else:
+        if preactivation:
+            from keras_cv.src.models.backbones.resnet_v2 import resnet_v2_backbone as library
+        else:
+            from keras_cv.src.models.backbones.resnet_v1 import resnet_v1_backbone as library
+        for index in range(4):
+            x = library.apply_stack(
+                x,
+                filters=filters[index],
+                blocks=blocks[index],
+                stride=_STRIDES[index],
+                block_type="basic_block" if basic else "block",
+                first_shortcut=not basic or index > 0,
+                name=f"v2_stack_{index}",
+            )
+    if preactivation:
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="post_bn")(x)
+        x = keras.layers.Activation("relu", name="post_relu")(x)
+    return x
+
+
+def _small_stem_resnet(inputs, depth, source, preactivation, filters):
+    """A 3x3 stride-1 convolution without max pooling, then the residual stages.
 
     32-pixel images (CIFAR, Fashion-MNIST) lose too much resolution to the ImageNet stem's stride-4
     downsampling; this is the stem of the small-scale references (solo-learn, lightly).
     """
-    stacks = keras.Model(
-        library_backbone.get_layer("pool1_pool").output,
-        library_backbone.output,
-        name="residual_stacks",
-    )
-    x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     if not preactivation:
         x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
         x = keras.layers.Activation("relu", name="stem_relu")(x)
-    return stacks(x)
+    return _residual_stacks(x, depth, source, preactivation, filters)
 
 
 def zero_init_residual_branches(model):
@@ -111,6 +150,7 @@ def resnet(
     preactivation=False,
     zero_init_residual=True,
     input_shape=(224, 224, 3),
+    filters=_FILTERS,
     name=None,
 ):
     """A ResNet mapping images to its globally average-pooled features, built offline.
@@ -127,10 +167,13 @@ def resnet(
         zero_init_residual: start every residual block as the identity (see
             `zero_init_residual_branches`); has no effect on pre-activation blocks.
         input_shape: (height, width, channels) of the images; height and width may be None.
+        filters: the base width of each of the four stages; (64, 128, 256, 512) is the standard
+            ResNet, narrower ones such as (16, 32, 64, 128) make fast CPU experiments (small stem only).
         name: the model's name; defaults to e.g. "resnet50_keras_hub".
 
     Returns:
-        A functional `keras.Model` from images to features of width 512 (depth 18, 34) or 2048.
+        A functional `keras.Model` from images to features of width filters[3] for depths 18 and
+        34, and 4 * filters[3] for 50 and deeper (512 and 2048 for the standard widths).
 
     Example:
         >>> backbone = resnet(18, stem="small", input_shape=(32, 32, 3))
@@ -148,12 +191,21 @@ def resnet(
             "`input_shape` must be (height, width, channels). "
             f"Received: input_shape={tuple(input_shape)}"
         )
-    library_backbone = _library_backbone(depth, source, preactivation, input_shape[-1])
+    if len(filters) != 4 or min(filters) <= 0:
+        raise ValueError(
+            "`filters` must be four positive stage widths such as (64, 128, 256, 512). "
+            f"Received: filters={tuple(filters)}"
+        )
+    if stem == "imagenet" and tuple(filters) != _FILTERS:
+        raise ValueError(
+            "The libraries' ImageNet stem takes only the standard widths; use stem=\"small\" for "
+            f"narrower ResNets. Received: filters={tuple(filters)}, stem={stem!r}"
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     if stem == "small":
-        x = _small_stem(library_backbone, inputs, preactivation)
+        x = _small_stem_resnet(inputs, depth, source, preactivation, tuple(filters))
     else:
-        x = library_backbone(inputs)
+        x = _library_backbone(depth, source, preactivation, input_shape[-1])(inputs)
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_{source}")
     if zero_init_residual and not preactivation:

@@ -1,0 +1,79 @@
+"""Offline ResNet backbones: layouts, widths, stems, zero-initialised residual branches."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vicreg import backbones
+
+pytestmark = pytest.mark.backend_neutral
+
+
+def zero_gamma_layers(model):
+    return [
+        layer.name
+        for layer in backbones._all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and not np.any(keras.ops.convert_to_numpy(layer.gamma))
+    ]
+
+
+@pytest.mark.parametrize("source", backbones.SOURCES)
+@pytest.mark.parametrize("depth, width, blocks", [(18, 512, 8), (50, 2048, 16)])
+def test_imagenet_stem_gives_the_pooled_width(source, depth, width, blocks):
+    model = backbones.resnet(depth, source=source, input_shape=(64, 64, 3))
+    assert model.output_shape == (None, width)
+    assert len(zero_gamma_layers(model)) == blocks  # one per residual block
+    features = model(np.random.rand(2, 64, 64, 3).astype("float32"))
+    assert features.shape == (2, width)
+
+
+@pytest.mark.parametrize("source", backbones.SOURCES)
+def test_small_stem_keeps_the_resolution_of_small_images(source):
+    model = backbones.resnet(18, source=source, stem="small", input_shape=(32, 32, 3),
+                             filters=(8, 16, 32, 64))
+    stem = model.get_layer("stem_conv")
+    assert stem.kernel_size == (3, 3) and stem.strides == (1, 1)
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers)
+    last_map = [layer for layer in model.layers if "add" in layer.name][-1].output
+    assert tuple(last_map.shape[1:3]) == (4, 4)  # 32 / 8: three stride-2 stages, no stem stride
+    assert model.output_shape == (None, 64)
+
+
+def test_keras_hub_layout_puts_the_stride_on_the_3x3_convolution():
+    model = backbones.resnet(50, source="keras_hub", input_shape=(64, 64, 3))
+    inner = model.layers[1]  # the keras-hub ResNetBackbone inside the pooled model
+    assert inner.get_layer("stack1_block0_1_conv").strides == (1, 1)
+    assert inner.get_layer("stack1_block0_2_conv").strides == (2, 2)
+
+
+def test_zero_init_can_be_switched_off():
+    model = backbones.resnet(18, stem="small", input_shape=(16, 16, 3), zero_init_residual=False)
+    assert zero_gamma_layers(model) == []
+
+
+def test_preactivation_blocks_build_and_are_not_zero_initialised():
+    model = backbones.resnet(18, stem="small", preactivation=True, input_shape=(16, 16, 3))
+    assert zero_gamma_layers(model) == []
+    assert model.output_shape == (None, 512)
+
+
+def test_grayscale_images_need_no_adapter():
+    model = backbones.resnet(18, stem="small", input_shape=(28, 28, 1), filters=(8, 16, 32, 64))
+    assert model(np.zeros((1, 28, 28, 1), "float32")).shape == (1, 64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(depth=20), "depth"),
+        (dict(depth=18, source="timm"), "source"),
+        (dict(depth=18, stem="cifar"), "stem"),
+        (dict(depth=18, input_shape=(32, 32)), "input_shape"),
+        (dict(depth=18, filters=(8, 16, 32)), "filters"),
+        (dict(depth=18, filters=(8, 16, 32, 64)), "small"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        backbones.resnet(**kwargs)
