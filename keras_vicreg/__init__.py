@@ -1,5 +1,6 @@
 """keras-vicreg: VICReg self-supervised pretraining for Keras 3 (TensorFlow, JAX and PyTorch)."""
 
+from keras_vicreg import augment
 from keras_vicreg import backbones
 from keras_vicreg import callbacks
 from keras_vicreg import optimizers

@@ -1,0 +1,332 @@
+"""Tests of keras_vicreg.augment: the presets against VICReg's table, each operation against an
+independent reference, and the rates of the random choices over many seeds (eagerly and in tf.data).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+
+from keras_vicreg import augment
+
+IMAGENET = augment.get_augmentation("imagenet")
+
+
+def _planes(shape=(3, 24, 20), seed=0):
+    return tf.random.stateless_uniform(shape, [seed, 0])
+
+
+def _seeds(count, offset=0):
+    return tf.stack([tf.range(offset, offset + count), tf.fill([count], 7)], axis=1)
+
+
+def test_imagenet_preset_matches_the_reference_table():
+    for view in (IMAGENET.view_a, IMAGENET.view_b):
+        assert view.image_size == 224
+        assert view.crop_scale == (0.08, 1.0)
+        assert view.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+        assert view.interpolation == "bicubic"
+        assert view.flip_prob == 0.5
+        assert (view.brightness, view.contrast, view.saturation, view.hue) == (0.4, 0.4, 0.2, 0.1)
+        assert view.jitter_prob == 0.8
+        assert view.grayscale_prob == 0.2
+        assert view.blur_sigma == (0.1, 2.0)
+        assert view.blur_kernel_size == 23  # about 10% of 224, odd
+        assert view.mean == (0.485, 0.456, 0.406)
+        assert view.std == (0.229, 0.224, 0.225)
+    assert (IMAGENET.view_a.blur_prob, IMAGENET.view_b.blur_prob) == (1.0, 0.1)
+    assert (IMAGENET.view_a.solarize_prob, IMAGENET.view_b.solarize_prob) == (0.0, 0.2)
+
+
+def test_small_and_grayscale_presets_are_symmetric_small_scale_settings():
+    small = augment.get_augmentation("small")
+    assert small.view_a == small.view_b
+    assert small.view_a.image_size == 32
+    assert small.view_a.crop_scale == (0.2, 1.0)
+    assert small.view_a.blur_prob == 0.0
+    assert small.view_a.solarize_prob == 0.1
+    gray = augment.get_augmentation("grayscale")
+    assert gray.view_a == gray.view_b
+    assert gray.view_a.channels == 1
+    assert (gray.view_a.saturation, gray.view_a.hue, gray.view_a.grayscale_prob) == (0, 0, 0)
+
+
+def test_with_image_size_scales_the_blur_kernel():
+    assert augment.get_augmentation("imagenet", image_size=96).view_a.blur_kernel_size == 9
+    assert IMAGENET.with_image_size(32).view_b.blur_kernel_size == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"crop_scale": (0.5, 0.1)}, "crop_scale"),
+        ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+        ({"flip_prob": 1.5}, "flip_prob"),
+        ({"hue": 0.7}, "hue"),
+        ({"interpolation": "lanczos9"}, "interpolation"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2)}, "mean"),
+        ({"mean": (0.5,), "std": (0.2,)}, "saturation"),
+        ({"image_size": 0}, "image_size"),
+    ],
+)
+def test_invalid_views_raise_value_errors(kwargs, name):
+    with pytest.raises(ValueError, match=f"Received: {name}="):
+        augment.ViewAugmentation(**kwargs)
+
+
+def test_unknown_preset_and_mismatched_views_raise():
+    with pytest.raises(ValueError, match="Received: augmentation='cifar'"):
+        augment.get_augmentation("cifar")
+    with pytest.raises(ValueError, match="Received: view_a="):
+        augment.TwoViewAugmentation("x", IMAGENET.view_a, augment.ViewAugmentation(image_size=96))
+
+
+def _torchvision_crop_params(rng, height, width, scale, ratio):
+    """An independent numpy transcription of torchvision's RandomResizedCrop.get_params."""
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.integers(0, height - h + 1), rng.integers(0, width - w + 1), h, w
+    in_ratio = width / height
+    w, h = width, height
+    if in_ratio < ratio[0]:
+        h = int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        w = int(round(h * ratio[1]))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize("height, width", [(100, 100), (60, 150)])
+def test_crop_area_and_ratio_distributions_match_torchvision(height, width):
+    count = 3000
+    windows = tf.data.Dataset.from_tensor_slices(_seeds(count)).map(
+        lambda seed: augment.sample_crop_window([height, width, 3], seed)
+    )
+    windows = np.stack(list(windows.as_numpy_iterator()))
+    y, x, h, w = windows.T
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= height).all() and (x + w <= width).all()
+    rng = np.random.default_rng(0)
+    reference = np.array(
+        [
+            _torchvision_crop_params(rng, height, width, (0.08, 1.0), (3 / 4, 4 / 3))
+            for _ in range(count)
+        ]
+    )
+    area = h * w / (height * width)
+    reference_area = reference[:, 2] * reference[:, 3] / (height * width)
+    assert area.min() >= 0.07 and area.max() <= 1.0
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert np.quantile(area, q) == pytest.approx(np.quantile(reference_area, q), abs=0.04)
+    log_ratio = np.log(w / h)
+    assert np.abs(log_ratio).max() <= math.log(4 / 3) + 0.05
+    assert log_ratio.mean() == pytest.approx(np.log(reference[:, 3] / reference[:, 2]).mean(), abs=0.03)
+    # Offsets are uniform over the free space: their mean is about half of it.
+    assert np.mean(y / np.maximum(height - h, 1)) == pytest.approx(0.5, abs=0.05)
+
+
+def test_crop_falls_back_to_a_central_crop_clamped_to_the_ratio():
+    window = augment.sample_crop_window([10, 1000, 3], [1, 2])
+    np.testing.assert_array_equal(window, [0, (1000 - 13) // 2, 10, 13])
+
+
+def _param_rates(view, seeds):
+    params = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda seed: augment.sample_view_params(seed, view)
+    )
+    return {key: np.stack(values) for key, values in _stack_dicts(params).items()}
+
+
+def _stack_dicts(dataset):
+    columns = {}
+    for element in dataset.as_numpy_iterator():
+        for key, value in element.items():
+            columns.setdefault(key, []).append(value)
+    return columns
+
+
+def test_random_choices_follow_the_table_inside_tf_data():
+    count = 4000
+    tolerance = 4 * math.sqrt(0.25 / count)  # four standard deviations at p = 0.5
+    for view, blur, solarize in ((IMAGENET.view_a, 1.0, 0.0), (IMAGENET.view_b, 0.1, 0.2)):
+        params = _param_rates(view, _seeds(count))
+        assert params["flip"].mean() == pytest.approx(0.5, abs=tolerance)
+        assert params["jitter"].mean() == pytest.approx(0.8, abs=tolerance)
+        assert params["grayscale"].mean() == pytest.approx(0.2, abs=tolerance)
+        assert params["blur"].mean() == pytest.approx(blur, abs=tolerance)
+        assert params["solarize"].mean() == pytest.approx(solarize, abs=tolerance)
+        factors = params["jitter_factors"]
+        for column, (low, high) in enumerate([(0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1)]):
+            assert factors[:, column].min() >= low and factors[:, column].max() <= high
+            assert factors[:, column].mean() == pytest.approx((low + high) / 2, abs=0.02)
+        sigma = params["blur_sigma"]
+        assert sigma.min() >= 0.1 and sigma.max() <= 2.0
+        assert sigma.mean() == pytest.approx(1.05, abs=0.03)
+        order = params["jitter_order"]
+        assert (np.sort(order, axis=1) == np.arange(4)).all()  # permutations
+        for op in range(4):  # each operation comes at each step about a quarter of the time
+            np.testing.assert_allclose((order == op).mean(axis=0), 0.25, atol=0.04)
+
+
+def test_random_choices_are_the_same_eagerly_and_in_tf_data():
+    seeds = _seeds(5, offset=100)
+    in_dataset = _param_rates(IMAGENET.view_b, seeds)
+    for row, seed in enumerate(seeds):
+        eager = augment.sample_view_params(seed, IMAGENET.view_b)
+        for key, value in eager.items():
+            np.testing.assert_array_equal(value.numpy(), in_dataset[key][row])
+
+
+def test_adjust_hue_matches_tf_image_adjust_hue():
+    image = tf.random.stateless_uniform([40, 30, 3], [3, 4])
+    image = tf.concat([image[:20], tf.round(image[20:] * 4) / 4], 0)  # ties and grays
+    for delta in (-0.5, -0.1, 0.0, 0.07, 0.5):
+        got = tf.transpose(augment.adjust_hue(tf.transpose(image, [2, 0, 1]), delta), [1, 2, 0])
+        np.testing.assert_allclose(got, tf.image.adjust_hue(image, delta), atol=2e-6)
+
+
+def test_adjust_color_follows_torchvision_definitions():
+    planes = _planes().numpy()
+    gray = 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2]
+    factor = np.float32(1.3)
+    expected = {
+        0: np.clip(factor * planes, 0, 1),
+        1: np.clip(factor * planes + (1 - factor) * gray.mean(), 0, 1),
+        2: np.clip(factor * planes + (1 - factor) * gray, 0, 1),
+        3: planes,
+    }
+    for op, want in expected.items():
+        np.testing.assert_allclose(augment.adjust_color(planes, op, factor), want, atol=1e-6)
+
+
+def test_color_jitter_applies_the_operations_in_the_given_order():
+    planes = _planes()
+    factors = tf.constant([1.3, 0.7, 1.2, 0.08])
+
+    def by_hand(order):
+        result = planes
+        for op in order:
+            if op == 3:
+                result = augment.adjust_hue(result, factors[3])
+            else:
+                result = augment.adjust_color(result, op, factors[op])
+        return result
+
+    results = []
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        got = augment.color_jitter(planes, factors, tf.constant(order))
+        np.testing.assert_allclose(got, by_hand(order), atol=1e-6)
+        results.append(got)
+    assert np.abs(results[0] - results[1]).max() > 1e-3  # the order matters
+    skipped = augment.color_jitter(planes, factors, tf.constant([0, 1, 2, 3]), apply=False)
+    np.testing.assert_array_equal(skipped, planes)
+
+
+def test_gaussian_blur_matches_a_reflect_padded_convolution():
+    planes = _planes((3, 30, 26)).numpy()
+    for sigma in (0.1, 0.9, 2.0):
+        kernel = augment.gaussian_kernel(sigma, 7).numpy()
+        assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
+        expected = ndimage.correlate1d(planes, kernel, axis=1, mode="mirror")
+        expected = ndimage.correlate1d(expected, kernel, axis=2, mode="mirror")
+        np.testing.assert_allclose(augment.gaussian_blur(planes, sigma, 7), expected, atol=1e-6)
+
+
+def test_solarize_inverts_the_values_at_or_above_128_of_255():
+    values = tf.constant([[[0.0, 127 / 255, 128 / 255, 1.0]]])
+    np.testing.assert_allclose(augment.solarize(values), [[[0.0, 127 / 255, 127 / 255, 0.0]]])
+
+
+def test_grayscale_gives_three_equal_channels_of_pil_luma():
+    planes = _planes()
+    gray = augment.to_grayscale(planes)
+    np.testing.assert_allclose(gray[0], gray[2])
+    np.testing.assert_allclose(
+        gray[1], 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2], atol=1e-6
+    )
+
+
+def _checkerboard(size):
+    board = (np.indices((size, size)).sum(axis=0) % 2).astype(np.float32)
+    colours = np.array([0.9, 0.6, 0.7], np.float32)  # every value >= 128/255
+    return (0.55 + 0.45 * board[..., None]) * colours / 0.9
+
+
+def _isolated(view, **kwargs):
+    """The view with whole-image crops and every step off except those in kwargs."""
+    off = dict(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
+        grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
+    )
+    return dataclasses.replace(view, **{**off, **kwargs})
+
+
+def _views(image, view, count):
+    dataset = tf.data.Dataset.from_tensor_slices(_seeds(count)).map(
+        lambda seed: augment.augment_view(image, seed, view), num_parallel_calls=2
+    )
+    mean, std = np.array(view.mean), np.array(view.std)
+    return np.stack(list(dataset.as_numpy_iterator())) * std + mean  # back to [0, 1]
+
+
+def test_whole_views_blur_solarize_grayscale_and_jitter_at_the_table_rates():
+    count = 400
+    tolerance = 4 * math.sqrt(0.25 / count)
+    image = _checkerboard(32)
+    small = IMAGENET.with_image_size(32)
+    for view, rate in ((small.view_a, 1.0), (small.view_b, 0.1)):
+        # sigma >= 1 so that every blur shows (at sigma 0.1 the taps beside the centre are 1e-22).
+        blur = _isolated(view, blur_prob=view.blur_prob, blur_sigma=(1.0, 2.0))
+        out = _views(image, blur, count)
+        blurred = out.std(axis=(1, 2, 3)) < 0.9 * image.std()
+        assert blurred.mean() == pytest.approx(rate, abs=tolerance)
+        out = _views(image, _isolated(view, solarize_prob=view.solarize_prob), count)
+        solarized = out.mean(axis=(1, 2, 3)) < 0.5  # every pixel was >= 128/255
+        assert solarized.mean() == pytest.approx(view.solarize_prob, abs=tolerance)
+    out = _views(image, _isolated(small.view_a, grayscale_prob=0.2), count)
+    gray = np.abs(out[..., 0] - out[..., 1]).max(axis=(1, 2)) < 1e-5
+    assert gray.mean() == pytest.approx(0.2, abs=tolerance)
+    out = _views(image, _isolated(small.view_a, jitter_prob=0.8), count)
+    jittered = np.abs(out - image).max(axis=(1, 2, 3)) > 1e-4
+    assert jittered.mean() == pytest.approx(0.8, abs=tolerance)
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "small", "grayscale"])
+@pytest.mark.parametrize(
+    "shape, dtype", [((300, 500, 3), "uint8"), ((5, 7, 1), "uint8"), ((40, 30, 4), "float32")]
+)
+def test_views_of_any_image_have_the_preset_shape_and_range(preset, shape, dtype):
+    augmentation = augment.get_augmentation(preset)
+    image = tf.random.stateless_uniform(shape, [1, 1])
+    image = tf.cast(image * 255, tf.uint8) if dtype == "uint8" else image
+    size, channels = augmentation.view_a.image_size, augmentation.view_a.channels
+    for view, settings in zip(
+        augment.two_views(image, tf.constant([4, 2]), augmentation),
+        (augmentation.view_a, augmentation.view_b),
+    ):
+        assert view.shape == (size, size, channels) and view.dtype == tf.float32
+        low = (0 - np.array(settings.mean)) / np.array(settings.std)
+        high = (1 - np.array(settings.mean)) / np.array(settings.std)
+        assert (view.numpy() >= low - 1e-5).all() and (view.numpy() <= high + 1e-5).all()
+
+
+def test_views_are_deterministic_given_a_seed_eagerly_and_in_tf_data():
+    image = tf.cast(tf.random.stateless_uniform([60, 80, 3], [5, 5]) * 255, tf.uint8)
+    small = augment.get_augmentation("small")
+    seeds = _seeds(4)
+    mapped = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda seed: augment.two_views(image, seed, small), num_parallel_calls=4
+    )
+    for seed, (view_a, view_b) in zip(seeds, mapped):
+        eager_a, eager_b = augment.two_views(image, seed, small)
+        np.testing.assert_allclose(eager_a, view_a, atol=1e-5)
+        np.testing.assert_allclose(eager_b, view_b, atol=1e-5)
+    first, second = augment.two_views(image, seeds[0], small)
+    assert np.abs(first - second).max() > 0.1  # the two views differ
+    other, _ = augment.two_views(image, seeds[1], small)
+    assert np.abs(first - other).max() > 0.1  # another seed, another view
