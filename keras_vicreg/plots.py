@@ -1,0 +1,160 @@
+"""PNG plots of a VICReg run: loss terms over training, embedding stds, a 2-D view of features.
+
+The three pictures that tell whether VICReg learned something or collapsed: the loss terms should
+fall together, every embedding dimension should keep a standard deviation near the variance term's
+target (1), and the classes should separate in a 2-D projection of the test representations.
+Matplotlib draws off-screen (the Agg backend), so the plots work on a headless machine.
+"""
+
+import keras
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+from matplotlib import pyplot  # noqa: E402  (after choosing the backend)
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_TERM_AXES = (("loss", "total loss"), ("invariance", "invariance (MSE)"),
+              ("variance", "variance (hinge on std)"), ("covariance", "covariance"),
+              ("std", "mean std of embeddings"))
+
+
+class LossRecorder(keras.callbacks.Callback):
+    """Records the loss terms every `every` training steps, for `plot_loss_terms`.
+
+    Keras reports each metric as its mean since the start of the epoch; the recorder stores those
+    running means with the global step at which they were read.
+
+    Args:
+        every: record every this many steps.
+    """
+
+    def __init__(self, every=10):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"`every` must be >= 1. Received: every={every}")
+        self.every = every
+        self.steps = []
+        self.terms = {}
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if logs and self._step % self.every == 0:
+            self.steps.append(self._step)
+            for name, value in logs.items():
+                self.terms.setdefault(name, []).append(float(value))
+
+
+def plot_loss_terms(steps, terms, path):
+    """Plots each VICReg loss term (and the embeddings' std) against the training step.
+
+    Args:
+        steps: the global steps of the records.
+        terms: dict from a term's name ("loss", "invariance", "variance", "covariance", "std") to
+            its values at `steps`; names missing from the dict are left out.
+        path: the PNG file to write.
+    """
+    axes_terms = [(name, title) for name, title in _TERM_AXES if name in terms]
+    if not axes_terms or not len(steps):
+        raise ValueError(
+            "Nothing to plot: give at least one recorded step of one of the terms "
+            f"{[name for name, _ in _TERM_AXES]}. Received: terms={sorted(terms)}, "
+            f"{len(steps)} steps"
+        )
+    figure, axes = pyplot.subplots(1, len(axes_terms), figsize=(3.2 * len(axes_terms), 3.0))
+    for axis, (name, title) in zip(np.atleast_1d(axes), axes_terms):
+        axis.plot(steps, terms[name], linewidth=1.2)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    figure.suptitle("VICReg loss terms during pretraining (running mean over each epoch)",
+                    fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def plot_std_histogram(embeddings, path, *, reference=None, gamma=1.0):
+    """Histogram of the per-dimension standard deviation of embeddings.
+
+    Args:
+        embeddings: (n, d) array, e.g. the expander's outputs on the test images.
+        path: the PNG file to write.
+        reference: an optional (n, d') array drawn alongside (e.g. a random-weights network's).
+        gamma: the variance term's target std, drawn as a vertical line.
+    """
+    stds = _stds(embeddings, "embeddings")
+    figure, axis = pyplot.subplots(figsize=(5.5, 3.5))
+    bins = np.linspace(0.0, max(stds.max(), gamma) * 1.1, 50)
+    axis.hist(stds, bins=bins, alpha=0.75, label=f"VICReg ({stds.size} dims)")
+    if reference is not None:
+        reference_stds = _stds(reference, "reference")
+        bins = np.linspace(0.0, max(bins[-1], reference_stds.max() * 1.1), 50)
+        axis.hist(reference_stds, bins=bins, alpha=0.5,
+                  label=f"random weights ({reference_stds.size} dims)")
+    axis.axvline(gamma, color="black", linestyle="--", linewidth=1, label=f"target std {gamma}")
+    axis.set_xlabel("standard deviation of an embedding dimension over the test set")
+    axis.set_ylabel("dimensions")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def pca_2d(features):
+    """The projection of `features` (n, d) on their two leading principal components, (n, 2)."""
+    features = np.asarray(features, np.float64)
+    if features.ndim != 2 or features.shape[0] < 2 or features.shape[1] < 2:
+        raise ValueError(
+            f"PCA needs at least 2 rows and 2 columns. Received: features.shape={features.shape}"
+        )
+    centred = features - features.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ components[:2].T).astype(np.float32)
+
+
+def plot_embedding_2d(features, labels, path, *, class_names=FASHION_MNIST_CLASSES, title=None):
+    """Scatter plot of the 2-D PCA of `features`, coloured by class.
+
+    Args:
+        features: (n, d) array, e.g. the backbone's representations of the test images.
+        labels: (n,) integer class labels.
+        path: the PNG file to write.
+        class_names: a name per class for the legend (indices are used past its end).
+        title: the plot's title.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    points = pca_2d(features)
+    if len(labels) != len(points):
+        raise ValueError(
+            "One label per feature row is needed. "
+            f"Received: {len(points)} rows and labels.shape={labels.shape}"
+        )
+    figure, axis = pyplot.subplots(figsize=(6.5, 5.5))
+    colours = pyplot.get_cmap("tab10")
+    for index, label in enumerate(np.unique(labels)):
+        mask = labels == label
+        name = class_names[label] if label < len(class_names) else str(label)
+        axis.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6,
+                     color=colours(index % 10), label=name)
+    axis.set_xlabel("principal component 1")
+    axis.set_ylabel("principal component 2")
+    axis.set_title(title or "PCA of the test representations", fontsize=10)
+    axis.legend(fontsize=7, markerscale=3, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def _stds(embeddings, name):
+    embeddings = np.asarray(embeddings, np.float64)
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(
+            f"`{name}` must be (n, d) with n >= 2. Received: {name}.shape={embeddings.shape}"
+        )
+    return embeddings.std(axis=0)

@@ -1,0 +1,102 @@
+"""End to end: the demo command on a tiny slice of Fashion-MNIST, and the plotting helpers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vicreg import plots
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw pixels")
+
+
+def _assert_png(path):
+    image = keras.utils.img_to_array(keras.utils.load_img(path))
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 1.0, f"{path} is blank"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the demo exports a SavedModel from the TensorFlow backend")
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
+                    reason="needs `apt-get install dataset-fashion-mnist`")
+def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
+    # Fashion-MNIST is prepared once in tfds' default data directory, as the demo itself does.
+    import tensorflow as tf
+
+    workdir = tmp_path / "demo"
+    command = [
+        sys.executable, "-m", "trainers.demo", f"--workdir={workdir}",
+        f"--config={os.path.join(ROOT, 'configs', 'fashion_mnist_demo.py')}:runlocal",
+        "--config.epochs=1",
+        f"--eval_config={os.path.join(ROOT, 'configs', 'fashion_mnist_demo_eval.py')}:runlocal",
+    ]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    assert "| features | width | linear top-1 | kNN top-1 |" in run.stdout
+    for row in ROWS:
+        assert f"| {row} |" in run.stdout
+    with open(workdir / "results.json") as file:
+        results = json.load(file)
+    assert set(results["rows"]) == set(ROWS)
+    for row in results["rows"].values():
+        assert 0.0 <= row["linear_top1"] <= 1.0 and 0.0 <= row["knn_top1"] <= 1.0
+        # Ten classes: even a few hundred images and a few steps do better than chance.
+        assert row["linear_top1"] > 0.15
+    assert 0.0 < results["pretrain_seconds"] < results["total_seconds"]
+
+    for name in ("loss_terms.png", "embedding_std.png", "pca_test.png"):
+        _assert_png(workdir / name)
+    assert os.listdir(workdir / "tensorboard")
+
+    exported = tf.saved_model.load(str(workdir / "export" / "saved_model"))
+    features = exported.serve_features(tf.zeros([2, 28, 28, 1]))
+    assert features.shape == (2, results["rows"][ROWS[0]]["feature_width"])
+    assert np.all(np.isfinite(features.numpy()))
+
+
+@pytest.mark.backend_neutral
+def test_pca_2d_keeps_the_direction_of_largest_variance():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 5)) * np.array([10.0, 3.0, 0.1, 0.1, 0.1])
+    points = plots.pca_2d(features)
+    assert points.shape == (500, 2)
+    np.testing.assert_allclose(np.abs(np.corrcoef(points[:, 0], features[:, 0])[0, 1]), 1.0,
+                               atol=1e-3)
+    assert points[:, 0].std() > points[:, 1].std() > 1.0
+
+
+@pytest.mark.backend_neutral
+def test_plots_write_decodable_pngs_and_reject_empty_input(tmp_path):
+    rng = np.random.default_rng(0)
+    plots.plot_loss_terms([10, 20, 30], {"loss": [3.0, 2.0, 1.5], "std": [0.2, 0.6, 0.9]},
+                          tmp_path / "loss.png")
+    plots.plot_std_histogram(rng.normal(size=(100, 32)), tmp_path / "std.png",
+                             reference=rng.normal(size=(100, 32)) * 0.1)
+    plots.plot_embedding_2d(rng.normal(size=(100, 8)), np.arange(100) % 10, tmp_path / "pca.png")
+    for name in ("loss.png", "std.png", "pca.png"):
+        _assert_png(tmp_path / name)
+    with pytest.raises(ValueError, match="Nothing to plot"):
+        plots.plot_loss_terms([], {}, tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="One label per feature row"):
+        plots.plot_embedding_2d(rng.normal(size=(10, 3)), np.zeros(9), tmp_path / "bad.png")
+
+
+@pytest.mark.backend_neutral
+def test_loss_recorder_keeps_every_nth_step():
+    recorder = plots.LossRecorder(every=2)
+    for batch in range(5):
+        recorder.on_train_batch_end(batch, {"loss": float(batch), "std": 1.0})
+    assert recorder.steps == [2, 4]
+    assert recorder.terms["loss"] == [1.0, 3.0]
+    with pytest.raises(ValueError, match="every"):
+        plots.LossRecorder(every=0)
