@@ -25,7 +25,9 @@ from keras_vicreg import backbones
 # Tried in order: the first one that precedes "conv1.weight" in the state dict is the backbone's.
 PREFIXES = ("module.backbone.", "backbone.", "module.", "")
 _IGNORED = re.compile(r"^fc\.|\.num_batches_tracked$|^num_batches_tracked$")
-_STACK_LAYER = re.compile(r"^stack(?P<stack>\d+)_block(?P<block>\d+)_(?P<index>\d+)_(?P<kind>conv|bn)$")
+_STACK_LAYER = re.compile(
+    r"^stack(?P<stack>\d+)_block(?P<block>\d+)_(?P<index>\d+)_(?P<kind>conv|bn)$"
+)
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 _STEM = {"conv1_conv": "conv1", "conv1_bn": "bn1", "stem_conv": "conv1", "stem_bn": "bn1"}
 _MAX_LISTED = 20
