@@ -1,0 +1,53 @@
+r"""A tiny run for tests and smoke checks: a few steps on a few hundred generated images.
+
+    python -m trainers.pretrain --config=configs/tiny.py --workdir=/tmp/vicreg_tiny
+
+256 generated 16-pixel images, batches of 32, 3 epochs of 8 steps, a two-layer convnet and a
+"32-32" expander, checkpoints every 5 steps. No XLA: compiling would take longer than training.
+Seconds on a CPU, on every backend.
+"""
+
+from keras_vicreg import pretrain_config
+
+
+def get_config(arg=None):
+    """The tiny config; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
+    config = pretrain_config.default_config()
+    config.seed = 0
+    config.dataset = "synthetic"
+    config.augmentation = "small"
+    config.image_size = 16
+    config.num_examples = 256
+    config.shuffle_buffer = 256
+    config.batch_size = 32
+    config.epochs = 3
+
+    config.model.backbone = "convnet"
+    config.model.filters = (8, 16, 16, 16)  # the convnet uses the first two widths
+    config.model.expander = "32-32"
+    config.model.sync_batch_norm = False
+
+    config.optimizer.base_learning_rate = 0.3
+    config.optimizer.warmup_epochs = 1
+    config.optimizer.weight_decay = 1e-4
+
+    config.jit_compile = False
+    config.checkpoint_every_steps = 5
+    config.keep_checkpoints = 10
+    config.log_every_steps = 1
+    config.summary_every_steps = 4
+    config.summary_examples = 32
+    config.summary_image_pairs = 2
+    config.collapse_patience_steps = 10
+
+    # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
+    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 8
+    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 24
+    config.optimizer.warmup_steps = (
+        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 8
+    )
+    if arg == "runlocal":
+        pretrain_config.shrink_for_local_run(config)
+    elif arg:
+        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
+    return config

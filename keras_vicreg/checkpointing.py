@@ -1,0 +1,198 @@
+"""Checkpoints every N steps and at each epoch end, and a `fit` that resumes where a run stopped.
+
+`keras.callbacks.BackupAndRestore` (Keras 3.15) writes a backup every N batches, but restores only
+the epoch number: a run killed in the middle of an epoch restarts that epoch from its first batch
+with weights that have already seen part of it, so the resumed run differs from an uninterrupted
+one. Here the resume point is the step (the number of batches trained on):
+
+- `StepCheckpoint` saves the weights and the optimizer state (`model.save_weights`) under the step's
+  number, every `every_steps` steps and at each epoch end, under a temporary name first and then
+  renamed, keeping the last few (local paths and, through `tf.io.gfile`, cloud storage). List it
+  after `keras_vicreg.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
+- `restore_latest` loads the newest complete checkpoint and returns its step.
+- `resumable_fit` trains from that step to the end, one `fit` per epoch, on
+  `make_dataset(epoch, skip)`: the epoch's batches in a fixed order (a function of the seed and the
+  epoch only), without the batches already trained on. With deterministic kernels (the default on CPU), a killed and resumed
+  run then reaches the same weights as an uninterrupted one.
+
+The step counts batches, not optimizer updates: under `mixed_float16` a step with non-finite
+gradients is skipped by the loss-scale optimizer (its `iterations` do not move), but its batch has
+been consumed all the same.
+"""
+
+import os
+import re
+
+import keras
+from tensorflow.io import gfile
+
+_NAME = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
+_TEMPORARY_PREFIX = ".partial-"
+
+
+def checkpoint_path(directory, step):
+    """The path of the checkpoint of `step` in `directory`."""
+    return os.path.join(directory, f"ckpt-{step:09d}.weights.h5")
+
+
+def list_checkpoints(directory):
+    """The complete checkpoints in `directory` as a sorted list of (step, path)."""
+    if not gfile.isdir(directory):
+        return []
+    found = []
+    for name in gfile.listdir(directory):
+        match = _NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(directory, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(directory):
+    """(step, path) of the newest complete checkpoint in `directory`, or None."""
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _build_optimizer(model):
+    optimizer = model.optimizer
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+
+
+def restore_latest(model, directory):
+    """Loads the newest checkpoint of `directory` into a compiled, built model.
+
+    Partial files left by a kill during a save are removed. The optimizer is built first, so that
+    its state (momentum buffers, iteration count, loss scale) is restored with the weights.
+
+    Args:
+        model: a compiled `keras.Model` whose variables exist.
+        directory: the checkpoint directory.
+
+    Returns:
+        The step of the restored checkpoint, 0 when there is none.
+    """
+    if not model.built:
+        raise ValueError(
+            "Build the model before restoring a checkpoint, e.g. with a backbone that declares its "
+            f"input shape. Received: an unbuilt model {model.name!r}"
+        )
+    if gfile.isdir(directory):
+        for name in gfile.listdir(directory):
+            if name.startswith(_TEMPORARY_PREFIX):
+                gfile.remove(os.path.join(directory, name))
+    latest = latest_checkpoint(directory)
+    if latest is None:
+        return 0
+    _build_optimizer(model)
+    step, path = latest
+    model.load_weights(path)
+    return step
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves the weights and optimizer state every `every_steps` steps and at each epoch end.
+
+    Files are named by the step (batches trained on since the start of the run) and written
+    atomically; the newest `keep` are kept. A step is saved once even when it is both a multiple
+    of `every_steps` and an epoch end.
+
+    Args:
+        directory: where to write `ckpt-<step>.weights.h5`.
+        every_steps: int >= 1, the interval in steps.
+        initial_step: the step the run (re)starts from, e.g. `restore_latest`'s result.
+        keep: int >= 1, how many checkpoints to keep.
+    """
+
+    def __init__(self, directory, every_steps, initial_step=0, keep=3):
+        super().__init__()
+        for name, value in (("every_steps", every_steps), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
+        if isinstance(initial_step, bool) or not isinstance(initial_step, int) or initial_step < 0:
+            raise ValueError(
+                f"`initial_step` must be an int >= 0. Received: initial_step={initial_step!r}"
+            )
+        self.directory = directory
+        self.every_steps = every_steps
+        self.keep = keep
+        self.step = initial_step
+        self._saved_step = initial_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self):
+        """Writes the checkpoint of the current step (unless already written) and prunes."""
+        if self.step == self._saved_step:  # saved already, or the step the run restarted from
+            return
+        gfile.makedirs(self.directory)
+        final = checkpoint_path(self.directory, self.step)
+        partial = os.path.join(self.directory, _TEMPORARY_PREFIX + os.path.basename(final))
+        self.model.save_weights(partial, overwrite=True)
+        gfile.rename(partial, final, overwrite=True)
+        self._saved_step = self.step
+        for _, path in list_checkpoints(self.directory)[: -self.keep]:
+            gfile.remove(path)
+
+
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ends `fit` after its first epoch, so that each epoch can read its own dataset."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def resumable_fit(
+    model,
+    make_dataset,
+    *,
+    epochs,
+    steps_per_epoch,
+    initial_step=0,
+    callbacks=(),
+    verbose=0,
+):
+    """Trains from `initial_step` to `epochs * steps_per_epoch`, one `fit` per epoch.
+
+    Epoch `e` reads `make_dataset(e, skip)`: its batches in a fixed order, the first `skip` of them
+    left out (non-zero only for the epoch a run resumes in). Keras sees the real epoch numbers
+    (`initial_epoch`), so progress bars and epoch-level callbacks read as in one `fit`.
+
+    Args:
+        model: a compiled `keras.Model`, restored to `initial_step` (see `restore_latest`).
+        make_dataset: `make_dataset(epoch, skip)` -> the epoch's dataset (a `tf.data.Dataset`, a
+            `tf.distribute` distributed dataset, or whatever `fit` takes) without its first `skip`
+            batches; it must hold at least `steps_per_epoch - skip` batches.
+        epochs: the number of epochs of the whole run.
+        steps_per_epoch: the steps of each epoch.
+        initial_step: the step to start from.
+        callbacks: `fit` callbacks, used for every epoch (a `StepCheckpoint` among them last).
+        verbose: `fit`'s verbosity.
+
+    Returns:
+        The step reached: `epochs * steps_per_epoch`.
+    """
+    total = epochs * steps_per_epoch
+    if not 0 <= initial_step <= total:
+        raise ValueError(
+            f"`initial_step` must be in [0, epochs * steps_per_epoch = {total}]: a checkpoint from "
+            f"a longer run? Received: initial_step={initial_step}"
+        )
+    callbacks = list(callbacks) + [_StopAfterEpoch()]
+    for epoch in range(initial_step // steps_per_epoch, epochs):
+        skip = max(initial_step - epoch * steps_per_epoch, 0)
+        model.fit(
+            make_dataset(epoch, skip),
+            initial_epoch=epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch - skip,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    return total

@@ -1,0 +1,339 @@
+"""The pretraining config: its keys and defaults, a shrink for local runs, and validation.
+
+`trainers/pretrain.py` reads an `ml_collections.ConfigDict` from a file in `configs/`. Each file
+starts from `default_config()`, sets the numbers of its recipe and computes the derived ones
+(`steps_per_epoch`, `total_steps`, `optimizer.warmup_steps`) from `FieldReference`s, so that a
+command-line override such as `--config.batch_size=256` updates them too. `validate` then checks
+the resolved config before any data is read: an unknown or missing key, a value of the wrong type or
+out of range, an unknown backbone, dataset or augmentation preset, or a batch that does not split
+over the replicas is a `ValueError` naming every problem at once.
+
+The keys (see `default_config` for the defaults):
+
+    seed                       seeds the weights' initialisation, the data order and the views
+    dataset                    a tfds name of `keras_vicreg.data.DATASETS`, "synthetic" (generated
+                               images, for smoke tests) or a folder of class subfolders
+    split, augmentation        None: the dataset's pretraining split and augmentation preset
+    image_size                 side of the views, in pixels
+    num_examples               images in the split (checked against the dataset when it is read)
+    shuffle_buffer             elements in tf.data's shuffle buffer
+    batch_size                 the global batch size, over all replicas
+    epochs, steps_per_epoch, total_steps
+    model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
+    optimizer.*                LARS and its `WarmupCosine` schedule
+    mixed_precision            "float32", "mixed_bfloat16" or "mixed_float16"
+    jit_compile                None (Keras' "auto"), True or False
+    checkpoint_every_steps, keep_checkpoints
+    log_every_steps            progress lines and TensorBoard scalars
+    summary_every_steps, summary_examples, summary_image_pairs
+                               embedding statistics (per-feature std, effective rank) of a fixed
+                               batch and pictures of augmented pairs in TensorBoard
+    collapse_threshold, collapse_patience_steps, nan_check_weights
+"""
+
+import difflib
+import math
+
+import ml_collections
+from ml_collections import config_dict
+
+from keras_vicreg import augment
+from keras_vicreg import backbones
+from keras_vicreg import expander as expander_lib
+from keras_vicreg import losses
+from keras_vicreg.data import sources
+
+SYNTHETIC = "synthetic"
+BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def default_config():
+    """The defaults of every key; a config file starts here and sets its recipe.
+
+    The derived keys `steps_per_epoch`, `total_steps` and `optimizer.warmup_steps` are placeholders
+    that each config file computes from references (`config.get_ref`), so that they follow
+    command-line overrides of `batch_size`, `epochs` or `num_examples`.
+
+    Returns:
+        An unlocked `ml_collections.ConfigDict`.
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.dataset = "cifar10"
+    config.split = config_dict.placeholder(str)
+    config.augmentation = config_dict.placeholder(str)
+    config.image_size = 32
+    config.num_examples = 50_000
+    config.shuffle_buffer = 10_000
+    config.batch_size = 256
+    config.epochs = 100
+    config.steps_per_epoch = config_dict.placeholder(int)
+    config.total_steps = config_dict.placeholder(int)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = "resnet18"
+    config.model.source = "keras_hub"
+    config.model.stem = "small"
+    config.model.filters = (64, 128, 256, 512)
+    config.model.zero_init_residual = True
+    config.model.expander = "2048-2048-2048"
+    config.model.sync_batch_norm = True
+    config.model.covariance = "auto"
+    config.model.sim_coeff = 25.0
+    config.model.std_coeff = 25.0
+    config.model.cov_coeff = 1.0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.base_learning_rate = 0.3
+    config.optimizer.warmup_epochs = 10
+    config.optimizer.warmup_steps = config_dict.placeholder(int)
+    config.optimizer.end_factor = 0.001
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-6
+    config.optimizer.eta = 1e-3
+
+    config.mixed_precision = "float32"
+    config.jit_compile = config_dict.placeholder(bool)
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.log_every_steps = 50
+    config.summary_every_steps = 500
+    config.summary_examples = 256
+    config.summary_image_pairs = 4
+    config.collapse_threshold = 0.05
+    config.collapse_patience_steps = 200
+    config.nan_check_weights = True
+    return config
+
+
+def shrink_for_local_run(config):
+    """The `runlocal` variant of a recipe: same dataset and method, a few small steps.
+
+    Keeps the dataset, the image size, the augmentation and the loss, and shrinks everything that
+    costs time: batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet widths with
+    the small stem, frequent checkpoints and summaries. Changes `config` in place.
+
+    Args:
+        config: a recipe's config (with its derived references).
+
+    Returns:
+        `config`.
+    """
+    config.batch_size = 16
+    config.epochs = 2
+    config.steps_per_epoch = 3
+    config.shuffle_buffer = 64
+    config.model.stem = "small"
+    config.model.filters = (8, 16, 32, 64)
+    config.model.expander = "64-64"
+    config.optimizer.warmup_epochs = 1
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.summary_every_steps = 2
+    config.summary_examples = 16
+    config.summary_image_pairs = 2
+    return config
+
+
+def _flatten(config, prefix="config."):
+    """{dotted key: value} of a ConfigDict, nested ones included, values resolved."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _types(config, prefix="config."):
+    """{dotted key: declared type} of a ConfigDict (placeholders included)."""
+    types = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            types.update(_types(value, f"{prefix}{key}."))
+        else:
+            types[f"{prefix}{key}"] = config.get_type(key)
+    return types
+
+
+def _type_problem(key, value, expected):
+    if value is None:
+        return None
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    if expected is tuple and isinstance(value, (tuple, list)):
+        return None
+    if expected is int and isinstance(value, bool):
+        return f"{key} must be an int. Received: {key}={value!r}"
+    if isinstance(value, expected):
+        return None
+    return f"{key} must be of type {expected.__name__}. Received: {key}={value!r}"
+
+
+def _key_problems(flat):
+    """Unknown and missing keys, with the closest known key for a typo."""
+    known = _types(default_config())
+    problems = []
+    for key in sorted(set(flat) - set(known)):
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(
+            f"{key} is not a key of the pretraining config{hint}; the keys are those of "
+            f"keras_vicreg.pretrain_config.default_config(). Received: {key}={flat[key]!r}"
+        )
+    missing = sorted(set(known) - set(flat))
+    if missing:
+        problems.append(
+            "The config lacks keys of the pretraining config: start it from "
+            f"keras_vicreg.pretrain_config.default_config(). Received: missing keys {missing}"
+        )
+    for key in sorted(set(known) & set(flat)):
+        problem = _type_problem(key, flat[key], known[key])
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _choice(problems, key, value, choices, what):
+    if value not in choices:
+        problems.append(f"{key} must be {what}, one of {list(choices)}. Received: {key}={value!r}")
+
+
+def _at_least(problems, key, value, minimum, strict=False):
+    if value is None:
+        problems.append(
+            f"{key} must be set (a derived number each config file computes). "
+            f"Received: {key}=None"
+        )
+    elif not (value > minimum if strict else value >= minimum) or not math.isfinite(value):
+        relation = ">" if strict else ">="
+        problems.append(f"{key} must be {relation} {minimum}. Received: {key}={value!r}")
+
+
+def _data_problems(flat, problems):
+    dataset = flat["config.dataset"]
+    if dataset != SYNTHETIC and not sources.is_folder(dataset):
+        try:
+            sources.dataset_spec(dataset)
+        except ValueError:
+            problems.append(
+                f"config.dataset must be a tfds name of {sorted(sources.DATASETS)}, "
+                f"{SYNTHETIC!r} (generated images) or an existing folder of class subfolders. "
+                f"Received: config.dataset={dataset!r}"
+            )
+    if dataset == SYNTHETIC and flat["config.augmentation"] is None:
+        problems.append(
+            f"config.augmentation must name a preset for dataset={SYNTHETIC!r}, one of "
+            f"{sorted(augment.AUGMENTATIONS)}. Received: config.augmentation=None"
+        )
+    augmentation = flat["config.augmentation"]
+    if augmentation is not None:
+        _choice(problems, "config.augmentation", augmentation, sorted(augment.AUGMENTATIONS),
+                "an augmentation preset (or None for the dataset's)")
+    for key in ("config.image_size", "config.num_examples", "config.batch_size",
+                "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",
+                "config.log_every_steps", "config.summary_every_steps"):
+        _at_least(problems, key, flat[key], 1)
+    for key in ("config.shuffle_buffer", "config.summary_image_pairs"):
+        _at_least(problems, key, flat[key], 0)
+    _at_least(problems, "config.summary_examples", flat["config.summary_examples"], 2)
+    steps, examples, batch = (
+        flat["config.steps_per_epoch"], flat["config.num_examples"], flat["config.batch_size"]
+    )
+    _at_least(problems, "config.steps_per_epoch", steps, 1)
+    _at_least(problems, "config.total_steps", flat["config.total_steps"], 1)
+    if None not in (steps, examples, batch) and batch > 0 and steps > examples // batch:
+        problems.append(
+            f"config.steps_per_epoch must be at most num_examples // batch_size = "
+            f"{examples} // {batch} = {examples // batch} (the full batches of an epoch). "
+            f"Received: config.steps_per_epoch={steps}"
+        )
+
+
+def _model_problems(flat, problems):
+    _choice(problems, "config.model.backbone", flat["config.model.backbone"], BACKBONES,
+            "a backbone")
+    _choice(problems, "config.model.source", flat["config.model.source"], backbones.SOURCES,
+            "a ResNet source")
+    _choice(problems, "config.model.stem", flat["config.model.stem"], backbones.STEMS,
+            "a ResNet stem")
+    filters = flat["config.model.filters"]
+    if len(filters) != 4 or not all(isinstance(f, int) and f > 0 for f in filters):
+        problems.append(
+            "config.model.filters must be four positive stage widths such as (64, 128, 256, 512). "
+            f"Received: config.model.filters={tuple(filters)}"
+        )
+    try:
+        expander_lib.parse_spec(flat["config.model.expander"])
+    except ValueError as error:
+        problems.append(f"config.model.expander: {error}")
+    try:
+        losses.resolve_covariance_method(flat["config.model.covariance"], None, 0)
+    except ValueError as error:
+        problems.append(f"config.model.covariance: {error}")
+    for key in ("config.model.sim_coeff", "config.model.std_coeff", "config.model.cov_coeff"):
+        _at_least(problems, key, flat[key], 0.0)
+
+
+def _optimizer_problems(flat, problems):
+    _at_least(problems, "config.optimizer.base_learning_rate",
+              flat["config.optimizer.base_learning_rate"], 0.0, strict=True)
+    _at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
+    _at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
+    _at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
+    for key in ("config.optimizer.momentum", "config.optimizer.end_factor"):
+        value = flat[key]
+        if not 0.0 <= value <= 1.0:
+            problems.append(f"{key} must be in [0, 1]. Received: {key}={value!r}")
+    warmup, epochs = flat["config.optimizer.warmup_epochs"], flat["config.epochs"]
+    if not 0 <= warmup <= epochs:
+        problems.append(
+            f"config.optimizer.warmup_epochs must be in [0, epochs={epochs}]. "
+            f"Received: config.optimizer.warmup_epochs={warmup!r}"
+        )
+
+
+def _training_problems(flat, problems, num_replicas):
+    _choice(problems, "config.mixed_precision", flat["config.mixed_precision"], MIXED_PRECISION,
+            "a dtype policy")
+    _at_least(problems, "config.collapse_threshold", flat["config.collapse_threshold"], 0.0)
+    _at_least(problems, "config.collapse_patience_steps", flat["config.collapse_patience_steps"], 1)
+    batch = flat["config.batch_size"]
+    if isinstance(batch, int) and batch > 0 and batch % num_replicas:
+        problems.append(
+            f"config.batch_size (the global batch) must be a multiple of the number of replicas, "
+            f"{num_replicas}, so that every replica gets as many rows: e.g. "
+            f"{max(num_replicas, batch - batch % num_replicas)}. "
+            f"Received: config.batch_size={batch}"
+        )
+
+
+def validate(config, num_replicas=1):
+    """Checks a resolved pretraining config; raises one ValueError listing every problem.
+
+    Reads no data: a folder given as `dataset` is only checked to exist, and `num_examples` is
+    compared with the dataset's size later, when the dataset is opened.
+
+    Args:
+        config: an `ml_collections.ConfigDict` (after command-line overrides).
+        num_replicas: the number of replicas the global batch is split over.
+
+    Returns:
+        `config`, unchanged.
+    """
+    flat = _flatten(config)
+    problems = _key_problems(flat)
+    if not problems:  # the value checks below assume every key with its type
+        _data_problems(flat, problems)
+        _model_problems(flat, problems)
+        _optimizer_problems(flat, problems)
+        _training_problems(flat, problems, num_replicas)
+    if problems:
+        raise ValueError(
+            f"Invalid pretraining config ({len(problems)} problem"
+            f"{'s' if len(problems) > 1 else ''}):\n  - " + "\n  - ".join(problems)
+        )
+    return config
+

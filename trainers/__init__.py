@@ -1,0 +1,1 @@
+"""Command-line programs (absl flags): parse, build from a config file, run."""
