@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1 KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
-exec .venv/bin/python trainers/demo.py --workdir=/tmp/vicreg_demo "$@"
+exec .venv/bin/python -m trainers.demo --workdir=/tmp/vicreg_demo "$@"

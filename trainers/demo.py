@@ -123,9 +123,10 @@ def main(argv):
     data = pretrain.Data(config, strategy=None, data_dir=pretrain._DATA_DIR.value)
     random_model = pretrain.make_model(config, data.channels, strategy=None)
 
-    pretrain_start = time.time()
+    pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
     model, recorder = pretrain_and_export(config, workdir, data)
     pretrain_seconds = time.time() - pretrain_start
+    pretrain_cpu_seconds = time.process_time() - pretrain_cpu_start
 
     print("Evaluating on the test set: features, linear classifiers, kNN", flush=True)
     exported = tf.saved_model.load(os.path.join(workdir, "export", "saved_model"))
@@ -137,16 +138,19 @@ def main(argv):
     rows = {name: score(*pair, evaluation) for name, pair in zip(ROWS, (vicreg, random, pixels))}
     write_plots(workdir, recorder, model, random_model, vicreg[1], random[1])
 
-    total_seconds = time.time() - start
+    total_seconds, total_cpu_seconds = time.time() - start, time.process_time()
     markdown = table(rows) + (
-        f"\n\nPretraining {pretrain_seconds / 60:.1f} min, total {total_seconds / 60:.1f} min "
+        f"\n\nWall time: pretraining {pretrain_seconds / 60:.1f} min, total "
+        f"{total_seconds / 60:.1f} min; CPU time (all threads): pretraining "
+        f"{pretrain_cpu_seconds / 60:.1f} min, total {total_cpu_seconds / 60:.1f} min "
         f"({keras.backend.backend()} backend, {os.cpu_count()} CPU cores)."
     )
     print(markdown, flush=True)
     with open(os.path.join(workdir, "results.md"), "w") as file:
         file.write(markdown + "\n")
     results = {"rows": rows, "pretrain_seconds": pretrain_seconds,
-               "total_seconds": total_seconds, "backend": keras.backend.backend(),
+               "pretrain_cpu_seconds": pretrain_cpu_seconds, "total_seconds": total_seconds,
+               "total_cpu_seconds": total_cpu_seconds, "backend": keras.backend.backend(),
                "evaluation": evaluation.to_dict()}
     with open(os.path.join(workdir, "results.json"), "w") as file:
         json.dump(results, file, indent=2)
