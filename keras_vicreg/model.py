@@ -14,17 +14,48 @@ _TERMS = ("loss", "invariance", "variance", "covariance", "std")
 class VICReg(keras.Model):
     """VICReg (Bardes, Ponce and LeCun, ICLR 2022) as a `keras.Model`.
 
-    `fit` takes a dataset of pairs `(view_a, view_b)` of image batches; `train_step` embeds both views
-    (backbone -> expander) and minimises `vicreg_loss`. Calling the model, or `predict`, returns the
-    backbone's pooled representation, which is what linear evaluation and transfer use.
+    `fit` takes a dataset of pairs `(view_a, view_b)`; `train_step` embeds view a through branch a
+    (backbone -> expander) and view b through branch b, and minimises `vicreg_loss`. Calling the
+    model, or `predict`, returns branch a's pooled representation, which is what linear evaluation
+    and transfer use; `branch_a` and `branch_b` are stand-alone models of each branch for export.
+
+    By default the two branches are one network (shared weights, the paper's main setting). Because
+    VICReg regularises each branch's embeddings on their own, branch b may instead have its own
+    weights, its own architecture, even its own input type (`backbone_b`): the pairs are then
+    `(input_a, input_b)` of whatever the two backbones take, e.g. images and token sequences.
+    The options `predictor`, `stop_gradient_b`, `momentum`, `expander_batch_norm` and the three
+    coefficients reproduce the rows of the paper's ablation table (see the README, "Flexibility").
 
     Args:
-        backbone: a `keras.Model` (or layer) mapping images to a feature vector or a feature map; a
-            4-D feature map is globally average-pooled. See `keras_vicreg.backbones.resnet`.
+        backbone: branch a's `keras.Model` (or layer) mapping inputs to a feature vector or a
+            feature map; a 4-D feature map is globally average-pooled. See
+            `keras_vicreg.backbones.resnet`.
         expander: a spec string such as "8192-8192-8192" (see `build_expander`), or a Keras layer.
-        sim_coeff, std_coeff, cov_coeff, gamma, eps, covariance: the loss options of `vicreg_loss`.
-        expander_batch_norm: BatchNormalization in the hidden layers of a spec-string expander.
-        sync_batch_norm: synchronise the expander's BatchNormalization across replicas.
+        backbone_b: branch b's own backbone (weights, architecture and input type of its own): the
+            paper's DW and DA settings and its image-text experiment. None (default): branch b is
+            branch a, shared weights.
+        expander_b: branch b's expander, a spec string or a Keras layer; only with `backbone_b`.
+            None: a new expander like `expander`, with its own weights. Its output width must
+            match branch a's.
+        predictor: a spec string for an MLP applied to branch a's embeddings before the loss (the
+            paper's "PR" column, as in BYOL and SimSiam); its last width must be the embedding
+            width, e.g. "512-2048" after a "...-2048" expander. Its hidden layers have BatchNorm.
+        stop_gradient_b: no gradient flows through branch b's embeddings (the "SG" column, as in
+            SimSiam). With shared weights, the network learns from branch a's side only; with a
+            separate `backbone_b`, branch b's weights are then left untouched by the loss.
+        momentum: the rate m of a momentum (EMA) encoder for branch b (the "ME" column, as in BYOL,
+            e.g. 0.99 or 0.996): branch b becomes a copy of branch a (backbone and expander, not the
+            predictor) whose weights are non-trainable and follow `b = m * b + (1 - m) * a` after
+            every optimizer step; it receives no gradient. Its BatchNorm statistics are its own,
+            updated by its forward passes. None (default): no momentum encoder. Not with
+            `backbone_b`.
+        sim_coeff, std_coeff, cov_coeff, gamma, eps, covariance: the loss options of `vicreg_loss`;
+            `std_coeff=0, cov_coeff=0` is invariance only (which collapses: watch the `std`
+            metric), `cov_coeff=0` is invariance + variance.
+        expander_batch_norm: BatchNormalization in the hidden layers of spec-string expanders (the
+            "BN" column).
+        sync_batch_norm: synchronise the expanders' and predictor's BatchNormalization across
+            replicas.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -33,6 +64,10 @@ class VICReg(keras.Model):
         >>> model.compile(optimizer=keras_vicreg.optimizers.LARS(0.3))
         >>> model.fit(pairs, epochs=10)  # pairs yields (view_a, view_b)
         >>> features = model.predict(images)
+        >>> # Image-text: branch b reads token ids through its own encoder.
+        >>> model = keras_vicreg.VICReg(image_encoder, "1024-1024", backbone_b=text_encoder)
+        >>> model.fit(image_text_pairs)  # yields (images, token_ids)
+        >>> model.branch_b.export("text_encoder")  # TensorFlow backend
     """
 
     def __init__(
@@ -40,6 +75,11 @@ class VICReg(keras.Model):
         backbone,
         expander="8192-8192-8192",
         *,
+        backbone_b=None,
+        expander_b=None,
+        predictor=None,
+        stop_gradient_b=False,
+        momentum=None,
         sim_coeff=25.0,
         std_coeff=25.0,
         cov_coeff=1.0,
@@ -51,67 +91,189 @@ class VICReg(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(backbone, keras.layers.Layer):
+        _check_layer("backbone", backbone)
+        if backbone_b is not None:
+            _check_layer("backbone_b", backbone_b)
+        if expander_b is not None and backbone_b is None:
             raise ValueError(
-                "`backbone` must be a keras.Model or keras layer mapping images to features. "
-                f"Received: backbone={backbone!r}"
+                "`expander_b` is the expander of branch b's own backbone: give `backbone_b` too, "
+                "or leave `expander_b` unset to share branch a's. "
+                f"Received: expander_b={expander_b!r}"
+            )
+        if momentum is not None and (isinstance(momentum, bool) or not 0.0 <= momentum < 1.0):
+            raise ValueError(
+                "`momentum` is the rate of the momentum encoder, in [0, 1) (e.g. 0.99), or None "
+                f"for no momentum encoder. Received: momentum={momentum!r}"
+            )
+        if momentum is not None and backbone_b is not None:
+            raise ValueError(
+                "With `momentum`, branch b is a moving average of branch a, built by the model: "
+                f"leave `backbone_b` unset. Received: backbone_b={backbone_b!r}"
+            )
+        if predictor is not None and not isinstance(predictor, str):
+            raise ValueError(
+                'The predictor is given as a spec string such as "512-2048" (its last width being '
+                f"the embedding width). Received: predictor={predictor!r}"
             )
         for arg, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff),
                            ("cov_coeff", cov_coeff), ("eps", eps)):
             if value < 0:
                 raise ValueError(f"`{arg}` must be non-negative. Received: {arg}={value}")
         losses.resolve_covariance_method(covariance, None, 0)
+        self.expander_batch_norm = expander_batch_norm
+        self.sync_batch_norm = sync_batch_norm
         self.backbone = backbone
         self.expander_spec = expander if isinstance(expander, str) else None
-        self.expander = (
-            build_expander(expander, batch_norm=expander_batch_norm, synchronized=sync_batch_norm)
-            if isinstance(expander, str)
-            else expander
+        self.expander = self._make_expander(expander, "expander")
+        self.expander_b_spec = expander_b if isinstance(expander_b, str) else None
+        self._own_expander_b = expander_b is not None
+        self.momentum = momentum
+        if momentum is not None:
+            backbone_b = _fresh_copy(backbone, f"{backbone.name}_momentum")
+        if backbone_b is not None and expander_b is None:
+            expander_b = expander if isinstance(expander, str) else _fresh_copy(expander)
+        self.backbone_b = backbone_b
+        self.expander_b = (
+            None if expander_b is None else self._make_expander(expander_b, "expander_b")
         )
+        self.predictor_spec = predictor
+        self.predictor = (
+            None
+            if predictor is None
+            else build_expander(predictor, synchronized=sync_batch_norm, name="predictor")
+        )
+        self.stop_gradient_b = stop_gradient_b
         self.loss_options = dict(
             sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff,
             gamma=gamma, eps=eps, covariance=covariance,
         )
-        self.expander_batch_norm = expander_batch_norm
-        self.sync_batch_norm = sync_batch_norm
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _TERMS}
-        backbone_input = getattr(backbone, "inputs", None)
-        if backbone_input:
-            self.build(tuple(backbone_input[0].shape))
+        shape_a = _declared_input_shape(backbone)
+        shape_b = None if backbone_b is None else _declared_input_shape(backbone_b)
+        if shape_a and (backbone_b is None or shape_b):
+            self.build(shape_a if backbone_b is None else (shape_a, shape_b))
+
+    def _make_expander(self, expander, name):
+        if not isinstance(expander, str):
+            return expander
+        return build_expander(
+            expander,
+            batch_norm=self.expander_batch_norm,
+            synchronized=self.sync_batch_norm,
+            name=name,
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Forward passes.
 
     def build(self, input_shape):
-        if isinstance(input_shape, (tuple, list)) and input_shape and isinstance(
-            input_shape[0], (tuple, list)
-        ):
-            input_shape = input_shape[0]  # a pair of views: both have the same shape
-        if not self.backbone.built:
-            self.backbone.build(input_shape)
-        features_shape = self.backbone.compute_output_shape(input_shape)
+        """Builds both branches (and the predictor) from one input shape or a pair of them."""
+        shape_a, shape_b = input_shape, None
+        if _is_shape_pair(input_shape):
+            shape_a, shape_b = input_shape  # two views, or branch a's and branch b's inputs
+        z_shape = self._build_branch(self.backbone, self.expander, shape_a)
+        z_b_shape = z_shape
+        if self.backbone_b is not None:
+            if shape_b is None:
+                shape_b = (
+                    shape_a if self.momentum is not None
+                    else _declared_input_shape(self.backbone_b)
+                )
+            if shape_b is None:
+                raise ValueError(
+                    "A model with its own `backbone_b` is built from a pair of input shapes "
+                    f"(shape_a, shape_b). Received: input_shape={input_shape}"
+                )
+            z_b_shape = self._build_branch(self.backbone_b, self.expander_b, shape_b)
+        if self.predictor is not None:
+            if not self.predictor.built:
+                self.predictor.build(z_shape)
+            z_shape = self.predictor.compute_output_shape(z_shape)
+        if z_shape[-1] != z_b_shape[-1]:
+            raise ValueError(
+                "Branch a's embeddings (after the predictor, if any) and branch b's must have the "
+                "same width: make the last widths of `expander`, `expander_b` and `predictor` "
+                f"agree. Received: widths {z_shape[-1]} and {z_b_shape[-1]}"
+            )
+        if self.momentum is not None:
+            self._init_momentum_encoder()
+        self.built = True
+
+    def _build_branch(self, backbone, expander, input_shape):
+        """Builds a backbone and its expander; returns the embeddings' shape."""
+        if not backbone.built:
+            backbone.build(input_shape)
+        features_shape = backbone.compute_output_shape(input_shape)
         if len(features_shape) == 4:
             features_shape = self._pool.compute_output_shape(features_shape)
         if len(features_shape) != 2:
             raise ValueError(
-                "The backbone must map images to a feature vector (batch, d) or a feature map "
+                "A backbone must map its inputs to a feature vector (batch, d) or a feature map "
                 f"(batch, h, w, d). Received: backbone output shape {features_shape}"
             )
-        if not self.expander.built:
-            self.expander.build(features_shape)
-        self.built = True
+        if not expander.built:
+            expander.build(features_shape)
+        return expander.compute_output_shape(features_shape)
 
-    def call(self, images, training=False):
-        """The backbone's pooled representation of a batch of images."""
-        features = self.backbone(images, training=training)
+    def _branch(self, branch):
+        """The (backbone, expander) of branch "a" or "b"."""
+        if branch not in ("a", "b"):
+            raise ValueError(f'`branch` must be "a" or "b". Received: branch={branch!r}')
+        if branch == "b" and self.backbone_b is not None:
+            return self.backbone_b, self.expander_b
+        return self.backbone, self.expander
+
+    def _represent(self, backbone, inputs, training):
+        features = backbone(inputs, training=training)
         if len(features.shape) == 4:
             features = self._pool(features)
         return features
 
-    def embed(self, images, training=False):
-        """The expander's embedding of a batch of images: what the loss sees."""
-        return self.expander(self(images, training=training), training=training)
+    def call(self, inputs, training=False):
+        """Branch a's pooled representation of a batch of inputs."""
+        return self._represent(self.backbone, inputs, training)
+
+    def embed(self, inputs, training=False, branch="a"):
+        """A branch's expander embedding of a batch of its inputs: what the loss sees."""
+        backbone, expander = self._branch(branch)
+        return expander(self._represent(backbone, inputs, training), training=training)
+
+    def branch_model(self, branch="a", embeddings=False):
+        """A stand-alone `keras.Model` of one branch, sharing this model's weights.
+
+        Args:
+            branch: "a" or "b" (with shared weights, both are the same network).
+            embeddings: map inputs to the expander's embeddings (what cross-modal retrieval
+                compares) instead of the backbone's pooled representation (what transfer uses).
+
+        Returns:
+            A functional `keras.Model` from the backbone's input, ready for `predict`, `save` or,
+            on TensorFlow, `export`.
+        """
+        backbone, expander = self._branch(branch)
+        shape = _declared_input_shape(backbone)
+        if not shape:
+            raise ValueError(
+                "Exporting a branch needs a backbone with a declared input (a functional "
+                "keras.Model built from keras.Input). Received: a backbone without `inputs`, "
+                f"backbone={backbone!r}"
+            )
+        inputs = keras.Input(batch_shape=shape, dtype=backbone.inputs[0].dtype)
+        outputs = self._represent(backbone, inputs, training=False)
+        if embeddings:
+            outputs = expander(outputs, training=False)
+        return keras.Model(inputs, outputs, name=f"branch_{branch}")
+
+    @property
+    def branch_a(self):
+        """Branch a as a `keras.Model` from its inputs to its representations."""
+        return self.branch_model("a")
+
+    @property
+    def branch_b(self):
+        """Branch b as a `keras.Model` from its inputs to its representations."""
+        return self.branch_model("b")
 
     def gather_embeddings(self, z):
         """Hook for distribution: returns the embeddings of the global batch (identity here)."""
@@ -120,8 +282,14 @@ class VICReg(keras.Model):
     def compute_terms(self, data, training=False):
         """The loss terms and the embeddings' std for a pair of views; backend-neutral."""
         view_a, view_b = unpack_views(data)
-        z_a = self.gather_embeddings(self.embed(view_a, training=training))
-        z_b = self.gather_embeddings(self.embed(view_b, training=training))
+        z_a = self.embed(view_a, training=training)
+        if self.predictor is not None:
+            z_a = self.predictor(z_a, training=training)
+        z_b = self.embed(view_b, training=training, branch="b")
+        if self.stop_gradient_b or self.momentum is not None:
+            z_b = ops.stop_gradient(z_b)
+        z_a = self.gather_embeddings(z_a)
+        z_b = self.gather_embeddings(z_b)
         terms = losses.vicreg_loss(z_a, z_b, **self.loss_options)
         terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
         return terms
@@ -134,6 +302,39 @@ class VICReg(keras.Model):
 
     def test_step(self, *args):
         return train_steps.backend_steps().test_step(self, *args)
+
+    def update_momentum_encoder(self):
+        """Moves the momentum encoder towards branch a: `b = m * b + (1 - m) * a`.
+
+        Called by every backend's `train_step` right after the optimizer step (a no-op without
+        `momentum`); backend-neutral, so that JAX's stateless step records the new values.
+        """
+        if self.momentum is None:
+            return
+        for online, target in self._momentum_pairs(trainable_only=True):
+            target.assign(self.momentum * target.value + (1.0 - self.momentum) * online.value)
+
+    def _momentum_pairs(self, trainable_only):
+        """(branch a variable, momentum encoder variable) pairs, in the same layer order."""
+        online = self.backbone.weights + self.expander.weights
+        target = self.backbone_b.weights + self.expander_b.weights
+        return [
+            (a, b) for a, b in zip(online, target) if a.trainable or not trainable_only
+        ]
+
+    def _init_momentum_encoder(self):
+        """Starts the momentum encoder at branch a's weights and makes it non-trainable."""
+        for online, target in self._momentum_pairs(trainable_only=False):
+            if tuple(online.shape) != tuple(target.shape):
+                raise ValueError(
+                    "The momentum encoder must mirror branch a variable for variable. Received: "
+                    f"{online.path} of shape {online.shape} against {target.path} of shape "
+                    f"{target.shape}"
+                )
+            target.assign(ops.copy(online.value))  # a new buffer: JAX donates each once
+            # Per variable, not per layer: a non-trainable layer would run its BatchNorm in
+            # inference mode, and the momentum encoder uses batch statistics like branch a.
+            target.trainable = False
 
     @property
     def metrics(self):
@@ -154,6 +355,19 @@ class VICReg(keras.Model):
             backbone=keras.saving.serialize_keras_object(self.backbone),
             expander=self.expander_spec
             or keras.saving.serialize_keras_object(self.expander),
+            backbone_b=(
+                None
+                if self.backbone_b is None or self.momentum is not None
+                else keras.saving.serialize_keras_object(self.backbone_b)
+            ),
+            expander_b=(
+                None
+                if not self._own_expander_b
+                else self.expander_b_spec or keras.saving.serialize_keras_object(self.expander_b)
+            ),
+            predictor=self.predictor_spec,
+            stop_gradient_b=self.stop_gradient_b,
+            momentum=self.momentum,
             expander_batch_norm=self.expander_batch_norm,
             sync_batch_norm=self.sync_batch_norm,
             **self.loss_options,
@@ -163,14 +377,46 @@ class VICReg(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if not isinstance(config["expander"], str):
-            config["expander"] = keras.saving.deserialize_keras_object(config["expander"])
+        for key in ("backbone", "expander", "backbone_b", "expander_b"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _check_layer(arg, layer):
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"`{arg}` must be a keras.Model or keras layer mapping inputs to features. "
+            f"Received: {arg}={layer!r}"
+        )
+
+
+def _declared_input_shape(layer):
+    """The input shape of a functional model built from `keras.Input`, else None."""
+    inputs = getattr(layer, "inputs", None)
+    return tuple(inputs[0].shape) if inputs else None
+
+
+def _is_shape_pair(shape):
+    return (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 2
+        and all(isinstance(part, (tuple, list)) for part in shape)
+    )
+
+
+def _fresh_copy(layer, name=None):
+    """A layer of the same configuration as `layer`, with new weights."""
+    config = keras.saving.serialize_keras_object(layer)
+    if name is not None:
+        config["config"]["name"] = name
+    return keras.saving.deserialize_keras_object(config)
 
 
 def unpack_views(data):
     """Returns (view_a, view_b) from a batch of pairs, with a clear error for anything else."""
+    if isinstance(data, (tuple, list)) and len(data) == 3 and data[1] is None and data[2] is None:
+        data = data[0]  # train_on_batch passes (x, y, sample_weight)
     if isinstance(data, (tuple, list)) and len(data) == 1:
         data = data[0]  # Keras wraps x alone as (x,)
     if isinstance(data, dict) and {"view_a", "view_b"} <= set(data):

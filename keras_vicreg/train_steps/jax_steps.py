@@ -22,6 +22,15 @@ def _stateless_terms(model, trainable, non_trainable, data, training):
     return terms, _new_values(scope, model.non_trainable_variables, non_trainable)
 
 
+def _stateless_momentum_update(model, trainable, non_trainable):
+    """Runs `update_momentum_encoder` on the new weights; returns the new non-trainable values."""
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    with StatelessScope(state_mapping=mapping) as scope:
+        model.update_momentum_encoder()
+    return _new_values(scope, model.non_trainable_variables, non_trainable)
+
+
 def _stateless_update_trackers(model, metrics_variables, terms):
     mapping = list(zip(model.metrics_variables, metrics_variables))
     with StatelessScope(state_mapping=mapping) as scope:
@@ -47,6 +56,7 @@ def train_step(model, state, data):
     trainable, optimizer_variables = model.optimizer.stateless_apply(
         optimizer_variables, gradients, trainable
     )
+    non_trainable = _stateless_momentum_update(model, trainable, non_trainable)
     logs, metrics_variables = _stateless_update_trackers(model, metrics_variables, terms)
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 

@@ -10,6 +10,7 @@ def train_step(model, data):
     variables = model.trainable_variables
     gradients = tape.gradient(scaled_loss, variables)
     model.optimizer.apply(gradients, variables)
+    model.update_momentum_encoder()
     return model.update_trackers(terms)
 
 

@@ -11,6 +11,7 @@ def train_step(model, data):
     gradients = [variable.value.grad for variable in variables]
     with torch.no_grad():
         model.optimizer.apply(gradients, variables)
+        model.update_momentum_encoder()
     return model.update_trackers(terms)
 
 
