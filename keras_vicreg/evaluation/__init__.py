@@ -1,1 +1,20 @@
+"""Evaluation protocols of a pretrained backbone: linear, fine-tuning, transfer, kNN, retrieval."""
+
+from keras_vicreg.evaluation.data import LabelSpec  # noqa: F401
+from keras_vicreg.evaluation.data import eval_preprocess  # noqa: F401
+from keras_vicreg.evaluation.data import label_spec  # noqa: F401
+from keras_vicreg.evaluation.data import labelled_dataset  # noqa: F401
+from keras_vicreg.evaluation.data import load_tfds  # noqa: F401
+from keras_vicreg.evaluation.finetune import finetune  # noqa: F401
+from keras_vicreg.evaluation.finetune import finetune_classifier  # noqa: F401
+from keras_vicreg.evaluation.knn import KNNMonitor  # noqa: F401
+from keras_vicreg.evaluation.knn import knn_accuracy  # noqa: F401
+from keras_vicreg.evaluation.knn import knn_scores  # noqa: F401
+from keras_vicreg.evaluation.linear import FrozenBackbone  # noqa: F401
+from keras_vicreg.evaluation.linear import extract_features  # noqa: F401
+from keras_vicreg.evaluation.linear import linear_classifier  # noqa: F401
+from keras_vicreg.evaluation.linear import linear_evaluation  # noqa: F401
+from keras_vicreg.evaluation.linear import linear_evaluation_on_features  # noqa: F401
+from keras_vicreg.evaluation.linear import mean_average_precision  # noqa: F401
 from keras_vicreg.evaluation.retrieval import retrieval_recall  # noqa: F401
+from keras_vicreg.evaluation.sgd import GroupSGD  # noqa: F401
