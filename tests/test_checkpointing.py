@@ -1,0 +1,142 @@
+"""Tests of keras_vicreg.checkpointing: step checkpoints and a fit that resumes mid-epoch."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vicreg import LARS
+from keras_vicreg import VICReg
+from keras_vicreg import WarmupCosine
+from keras_vicreg import checkpointing
+
+pytestmark = pytest.mark.backend_neutral
+
+STEPS_PER_EPOCH, EPOCHS, BATCH = 4, 2, 8
+
+
+class Interrupt(Exception):
+    """Stands for a kill: raised after a given step, before the checkpoint callback runs."""
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise Interrupt()
+
+
+def make_dataset(epoch, skip):
+    """Pairs of views in an order that depends on the epoch only."""
+    rng = np.random.default_rng(1000 + epoch)
+    images = rng.normal(size=(STEPS_PER_EPOCH * BATCH, 8, 8, 3)).astype("float32")
+    noisy = images + 0.1 * rng.normal(size=images.shape).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((images, noisy)).batch(BATCH).skip(skip)
+
+
+def make_model(seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = VICReg(keras.Model(inputs, x), "16-8")
+    schedule = WarmupCosine(0.5, total_steps=STEPS_PER_EPOCH * EPOCHS, warmup_steps=2)
+    model.compile(optimizer=LARS(schedule), jit_compile=False)
+    return model
+
+
+def state(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
+
+
+def run(directory, seed=0, interrupt_after=None, every_steps=3):
+    model = make_model(seed)
+    start = checkpointing.restore_latest(model, directory)
+    callbacks = [checkpointing.StepCheckpoint(directory, every_steps, initial_step=start, keep=20)]
+    if interrupt_after is not None:
+        callbacks.insert(0, InterruptAfter(interrupt_after))
+    try:
+        checkpointing.resumable_fit(
+            model, make_dataset, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+            initial_step=start, callbacks=callbacks,
+        )
+    except Interrupt:
+        pass
+    return model, start
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(model, checkpoint directory) of a run of 2 epochs of 4 steps, checkpoints every 3 steps."""
+    directory = str(tmp_path_factory.mktemp("uninterrupted"))
+    model, _ = run(directory)
+    return model, directory
+
+
+def test_checkpoints_every_n_steps_and_at_each_epoch_end(uninterrupted):
+    steps = [step for step, _ in checkpointing.list_checkpoints(uninterrupted[1])]
+    assert steps == [3, 4, 6, 8]
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    model = make_model(0)
+    checkpoint = checkpointing.StepCheckpoint(str(tmp_path), every_steps=1, keep=2)
+    checkpointing.resumable_fit(
+        model, make_dataset, epochs=1, steps_per_epoch=STEPS_PER_EPOCH, callbacks=[checkpoint]
+    )
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-000000003.weights.h5", "ckpt-000000004.weights.h5"]
+
+
+def test_a_run_interrupted_mid_epoch_resumes_and_reaches_the_uninterrupted_weights(
+    tmp_path, uninterrupted
+):
+    # Killed during step 7 of 8: the newest checkpoint is step 6, in the middle of epoch 2.
+    run(str(tmp_path), interrupt_after=7)
+    assert checkpointing.latest_checkpoint(str(tmp_path))[0] == 6
+    resumed, start = run(str(tmp_path), seed=1)  # another initialisation: the restore must win
+
+    assert start == 6
+    assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == STEPS_PER_EPOCH * EPOCHS
+    for a, b in zip(state(uninterrupted[0]), state(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restoring_restores_the_weights_and_the_optimizer_state(uninterrupted):
+    trained, directory = uninterrupted
+    restored = make_model(seed=1)
+    assert checkpointing.restore_latest(restored, directory) == STEPS_PER_EPOCH * EPOCHS
+    assert int(keras.ops.convert_to_numpy(restored.optimizer.iterations)) == STEPS_PER_EPOCH * EPOCHS
+    for a, b in zip(state(trained), state(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_checkpoint_restores_nothing_and_partial_files_are_removed(tmp_path):
+    partial = tmp_path / ".partial-ckpt-000000005.weights.h5"
+    partial.write_bytes(b"cut short by a kill")
+    model = make_model(0)
+    before = state(model)
+    assert checkpointing.restore_latest(model, str(tmp_path)) == 0
+    assert not partial.exists()
+    for a, b in zip(before, state(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resuming_past_the_end_is_an_error():
+    with pytest.raises(ValueError, match="initial_step"):
+        checkpointing.resumable_fit(
+            make_model(0), make_dataset, epochs=1, steps_per_epoch=4, initial_step=5
+        )
+
+
+@pytest.mark.parametrize("kwargs", [{"every_steps": 0}, {"every_steps": 2, "keep": 0},
+                                    {"every_steps": 2, "initial_step": -1}])
+def test_step_checkpoint_rejects_bad_arguments(tmp_path, kwargs):
+    with pytest.raises(ValueError, match="Received"):
+        checkpointing.StepCheckpoint(str(tmp_path), **kwargs)
