@@ -120,6 +120,72 @@ def covariance_loss(z, method="auto"):
     return (ops.sum(ops.square(gram)) - ops.sum(ops.square(diagonal))) / d
 
 
+def _block_bounds(size, block, num_blocks):
+    """First index and length of block `block` of `num_blocks` contiguous blocks of `size` rows.
+
+    The length is a Python int where `size` is static and divisible by `num_blocks`, so that the
+    slice has a static shape (XLA) even when `block` is a tensor such as a replica id.
+    """
+    if isinstance(size, int) and size % num_blocks == 0:
+        length = size // num_blocks
+        return block * length, length
+    start = (block * size) // num_blocks
+    return start, ((block + 1) * size) // num_blocks - start
+
+
+def covariance_loss_block(z, block, num_blocks, method="auto"):
+    """One block of rows' share of `covariance_loss(z)`: the shares of all blocks sum to it.
+
+    For distribution: with `z` the embeddings of the global batch and `block` a replica's id among
+    `num_blocks` replicas, each replica computes only its own rows, and the sum of the replicas'
+    shares (an all-reduce of one scalar) is the covariance term; no replica computes all of it.
+
+    - "gram": block b of the rows of the N x N Gram matrix G = Zc Zc^T / (N - 1) against the whole
+      batch; its share is (||G_b||_F^2 - ||diag(C)||^2 / num_blocks) / d, with diag(C) the
+      per-feature variances. O(N^2 d / num_blocks) time, O(N^2 / num_blocks) memory.
+    - "dense": block b of the rows (features) of the d x d covariance C = Zc^T Zc / (N - 1); its
+      share is the sum of its off-diagonal entries squared, over d. O(N d^2 / num_blocks) time,
+      O(d^2 / num_blocks) memory.
+    - "auto": the cheaper of the two for N and d, as in `covariance_loss`.
+
+    Args:
+        z: embeddings of the whole (global) batch, shape (N, d).
+        block: the index of the block, in [0, num_blocks); an int or an integer scalar tensor.
+        num_blocks: the number of blocks, a positive int.
+        method: "auto", "dense" or "gram".
+
+    Returns:
+        A float32 scalar.
+    """
+    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
+        raise ValueError(
+            f"`num_blocks` must be a positive int. Received: num_blocks={num_blocks!r}"
+        )
+    if isinstance(block, int) and not 0 <= block < num_blocks:
+        raise ValueError(
+            f"`block` must be in [0, num_blocks={num_blocks}). Received: block={block}"
+        )
+    z = _as_float32_2d(z, "z")
+    n_static, d = tuple(z.shape)
+    method = resolve_covariance_method(method, n_static, d)
+    zc = _centre(z)
+    n_minus_1 = _batch_size(z) - 1.0
+    if method == "dense":
+        start, length = _block_bounds(d, block, num_blocks)
+        columns = ops.slice(zc, (0, start), (ops.shape(zc)[0], length))
+        cov_rows = ops.matmul(ops.transpose(columns), zc) / n_minus_1
+        on_diagonal = ops.equal(
+            ops.expand_dims(ops.arange(length) + start, 1), ops.expand_dims(ops.arange(d), 0)
+        )
+        return ops.sum(ops.square(ops.where(on_diagonal, 0.0, cov_rows))) / d
+    n = n_static if n_static is not None else ops.shape(z)[0]
+    start, length = _block_bounds(n, block, num_blocks)
+    rows = ops.slice(zc, (start, 0), (length, d))
+    gram_rows = ops.matmul(rows, ops.transpose(zc)) / n_minus_1
+    diagonal = ops.sum(ops.square(zc), axis=0) / n_minus_1
+    return (ops.sum(ops.square(gram_rows)) - ops.sum(ops.square(diagonal)) / num_blocks) / d
+
+
 def vicreg_loss(
     z_a,
     z_b,

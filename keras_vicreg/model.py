@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_vicreg import distribute
 from keras_vicreg import losses
 from keras_vicreg import train_steps
 from keras_vicreg.expander import build_expander
@@ -276,8 +277,12 @@ class VICReg(keras.Model):
         return self.branch_model("b")
 
     def gather_embeddings(self, z):
-        """Hook for distribution: returns the embeddings of the global batch (identity here)."""
-        return z
+        """The embeddings of the global batch (`keras_vicreg.distribute.cross_replica_gather`).
+
+        Under a multi-replica TensorFlow strategy, this replica's rows gathered with every other
+        replica's; `z` itself otherwise (one device, or JAX's SPMD program on the global batch).
+        """
+        return distribute.cross_replica_gather(z)
 
     def compute_terms(self, data, training=False):
         """The loss terms and the embeddings' std for a pair of views; backend-neutral."""
@@ -290,7 +295,7 @@ class VICReg(keras.Model):
             z_b = ops.stop_gradient(z_b)
         z_a = self.gather_embeddings(z_a)
         z_b = self.gather_embeddings(z_b)
-        terms = losses.vicreg_loss(z_a, z_b, **self.loss_options)
+        terms = distribute.global_batch_vicreg_loss(z_a, z_b, **self.loss_options)
         terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
         return terms
 

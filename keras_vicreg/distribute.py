@@ -1,0 +1,302 @@
+"""Distribution: VICReg's variance and covariance on the global batch, on one device or many.
+
+VICReg's variance and covariance are statistics of the whole batch; computing them over each
+device's own rows silently changes the method. This module keeps them global on every backend:
+
+- TensorFlow (`tf.distribute`: `mirrored`, `multi_worker`, `tpu`): inside `train_step` each
+  replica's embeddings are gathered across replicas (`cross_replica_gather`, whose gradient returns
+  each replica its own rows of the gradient summed over replicas). Each replica computes only its
+  own block of rows of the covariance term (`losses.covariance_loss_block`) and the shares are
+  summed across replicas, so no replica computes the whole term and its cost falls with the number
+  of replicas. The train step divides the loss by the number of replicas, so that the gradients
+  Keras sums across replicas equal the single-device gradient of the global-batch loss.
+- JAX (`mirrored`: `keras.distribution.DataParallel` over every device JAX sees): the step is one
+  SPMD program over the global batch, so the loss already is the global-batch loss; XLA partitions
+  it across the devices, the Gram covariance into blocks of rows (its FLOP count per device falls
+  as 1/R: benchmarks/distributed_loss.py).
+- PyTorch: one device; any other strategy is an error.
+
+BatchNormalization must be synchronised across replicas too, or its statistics are per-device:
+`VICReg(sync_batch_norm=True)` for the expander and `sync_batch_norm(backbone)` for a backbone
+(TensorFlow; under JAX's SPMD the statistics are already those of the global batch).
+
+What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see the README):
+- global batches of one size, divisible by the number of replicas: batch with `drop_remainder=True`
+  (the gather refuses replicas of different static sizes);
+- `steps_per_execution=1` under MirroredStrategy and MultiWorkerMirroredStrategy: Keras fails with
+  more (keras issue #19246), and the train step says so;
+- `jit_compile` left to Keras, which turns XLA off under tf.distribute;
+- MultiWorkerMirroredStrategy through `strategy.run(model.train_step, ...)`: Keras 3's `fit` fails
+  under it for any model (keras issue #20585, tensorflow issue #72388);
+- TPUStrategy: written for, not tested here.
+"""
+
+import contextlib
+import inspect
+
+import keras
+
+from keras_vicreg import losses
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+# The keyword options of vicreg_loss and their defaults, read from its signature (one definition).
+_VICREG_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(losses.vicreg_loss).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def _check_name(name, tpu, devices):
+    if name not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+    if tpu is not None and name != "tpu":
+        raise ValueError(
+            "`tpu` (the TPU's name or address) only goes with strategy='tpu'. "
+            f"Received: strategy={name!r}, tpu={tpu!r}"
+        )
+    if devices is not None and name != "mirrored":
+        raise ValueError(
+            "`devices` only goes with strategy='mirrored'. "
+            f"Received: strategy={name!r}, devices={devices!r}"
+        )
+
+
+def get_strategy(name="default", *, tpu=None, devices=None):
+    """The distribution for a strategy name, for the current Keras backend.
+
+    Create it first thing in a program (before building models or running any TensorFlow op), then
+    build, compile and fit inside `strategy_scope(strategy)`.
+
+    Args:
+        name: "default" (one device), "mirrored" (all local GPUs, or `devices`), "multi_worker"
+            (`tf.distribute.MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
+            variable) or "tpu" (`tf.distribute.TPUStrategy`).
+        tpu: for "tpu", the TPU's name or grpc address given to `TPUClusterResolver` ("local" on
+            a TPU VM); None reads the `TPU_NAME` environment variable.
+        devices: for "mirrored", the devices to mirror over, e.g. ["/cpu:0", "/cpu:1"]; None:
+            every local GPU (TensorFlow) or every device JAX sees.
+
+    Returns:
+        TensorFlow: a `tf.distribute.Strategy`. JAX: a `keras.distribution.DataParallel` for
+        "mirrored", None for "default". PyTorch: None.
+    """
+    _check_name(name, tpu, devices)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_strategy(name, tpu, devices)
+    if backend == "jax" and name in ("default", "mirrored"):
+        return None if name == "default" else data_parallel(devices)
+    if backend == "jax":
+        raise ValueError(
+            "On the JAX backend use strategy='mirrored': keras.distribution.DataParallel over "
+            "every device JAX sees (TPU cores included); several hosts also need "
+            f"keras.distribution.initialize() first. Received: strategy={name!r}"
+        )
+    if name != "default":
+        raise ValueError(
+            "keras-vicreg trains on a single device with the torch backend; for several devices "
+            "use KERAS_BACKEND=tensorflow (tf.distribute) or KERAS_BACKEND=jax (DataParallel). "
+            f"Received: strategy={name!r}"
+        )
+    return None
+
+
+def _tf_strategy(name, tpu, devices):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def data_parallel(devices=None):
+    """JAX: `keras.distribution.DataParallel` over `devices` (default: every device JAX sees).
+
+    Use it as a scope (`with data_parallel().scope(): ...`) or with
+    `keras.distribution.set_distribution`: the batch is split across the devices and the step is one
+    SPMD program on the global batch, so VICReg's loss and BatchNormalization see the global batch.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "keras.distribution.DataParallel is for the JAX backend; on TensorFlow use "
+            f"get_strategy('mirrored'). Received: KERAS_BACKEND={keras.backend.backend()!r}"
+        )
+    return keras.distribution.DataParallel(devices=devices or keras.distribution.list_devices())
+
+
+def strategy_scope(strategy):
+    """The scope to build, compile and fit in, for what `get_strategy` returned (None: no-op)."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def num_replicas(strategy=None):
+    """The number of replicas (devices) the global batch is split over.
+
+    Args:
+        strategy: what `get_strategy` returned; None: the TensorFlow strategy in scope, if any.
+    """
+    if strategy is not None and hasattr(strategy, "num_replicas_in_sync"):
+        return strategy.num_replicas_in_sync
+    if strategy is not None:
+        return strategy.device_mesh.devices.size
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def check_global_batch_size(global_batch_size, strategy=None):
+    """Raises a ValueError unless the global batch splits evenly over the replicas."""
+    replicas = num_replicas(strategy)
+    if global_batch_size % replicas or global_batch_size // replicas < 1:
+        raise ValueError(
+            f"The global batch size must be a multiple of the number of replicas ({replicas}), "
+            "so that every replica gets the same number of rows; batch the dataset with "
+            f"drop_remainder=True. Received: global_batch_size={global_batch_size}"
+        )
+
+
+def _multi_replica_context():
+    """The TensorFlow replica context when inside one with several replicas, else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def cross_replica_gather(z):
+    """The rows of every replica, concatenated in replica order; `z` itself outside replicas.
+
+    Under a TensorFlow strategy with several replicas (inside `strategy.run`, which is where
+    `train_step` runs), each replica gets the whole global batch. The gradient of the gather is the
+    adjoint of that copy: the upstream gradients of every replica are summed (all-reduce) and each
+    replica keeps the rows it contributed. On one device, and on JAX (whose SPMD program already
+    sees the global batch) and PyTorch, it is the identity.
+
+    Args:
+        z: this replica's rows, shape (n, ...).
+
+    Returns:
+        The global batch, shape (sum of the replicas' n, ...).
+    """
+    context = _multi_replica_context()
+    if context is None:
+        return z
+    import tensorflow as tf
+
+    replicas = context.num_replicas_in_sync
+
+    @tf.custom_gradient
+    def gather(local):
+        rows = tf.shape(local)[:1]
+        # The all-gather loses the static shape. Where this replica's rows are static, the global
+        # batch is `replicas` times as long (checked at run time: an uneven split raises instead of
+        # mis-slicing), which keeps N static for the loss and for XLA.
+        rows_static = local.shape[0]
+        gathered = tf.ensure_shape(
+            context.all_gather(local, axis=0),
+            [None if rows_static is None else replicas * rows_static, *local.shape[1:]],
+        )
+
+        def grad(upstream):
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, upstream)
+            all_rows = context.all_gather(rows, axis=0)
+            start = tf.reduce_sum(all_rows[: context.replica_id_in_sync_group])
+            begin = tf.concat([[start], tf.zeros([tf.rank(local) - 1], tf.int32)], axis=0)
+            return tf.slice(summed, begin, tf.shape(local))
+
+        return gathered, grad
+
+    return gather(z)
+
+
+def global_batch_vicreg_loss(z_a, z_b, **options):
+    """`losses.vicreg_loss` of the gathered embeddings, the covariance split over the replicas.
+
+    Outside a multi-replica TensorFlow context this is `losses.vicreg_loss(z_a, z_b, **options)`.
+    Inside one, `z_a` and `z_b` are the global batch (see `cross_replica_gather`), every replica
+    computes the invariance and variance terms on it (O(N d)), and only its own block of rows of the
+    covariance term (`losses.covariance_loss_block`); the blocks' shares are summed across
+    replicas. Every replica returns the same terms, equal to those of one device on the global
+    batch.
+
+    Args:
+        z_a: the first view's embeddings of the global batch, shape (N, d).
+        z_b: the second view's, same shape.
+        **options: the keyword arguments of `losses.vicreg_loss`.
+
+    Returns:
+        The dict of `losses.vicreg_loss`.
+    """
+    context = _multi_replica_context()
+    if context is None:
+        return losses.vicreg_loss(z_a, z_b, **options)
+    import tensorflow as tf
+
+    unknown = set(options) - set(_VICREG_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"Unknown vicreg_loss options {sorted(unknown)}; the options are "
+            f"{sorted(_VICREG_DEFAULTS)}. Received: options={options!r}"
+        )
+    options = {**_VICREG_DEFAULTS, **options}
+    gamma, eps, method = options["gamma"], options["eps"], options["covariance"]
+    invariance = losses.invariance_loss(z_a, z_b)
+    variance = (losses.variance_loss(z_a, gamma, eps) + losses.variance_loss(z_b, gamma, eps)) / 2.0
+    block, blocks = context.replica_id_in_sync_group, context.num_replicas_in_sync
+    share = losses.covariance_loss_block(z_a, block, blocks, method) + losses.covariance_loss_block(
+        z_b, block, blocks, method
+    )
+    covariance = context.all_reduce(tf.distribute.ReduceOp.SUM, share)
+    loss = (
+        options["sim_coeff"] * invariance
+        + options["std_coeff"] * variance
+        + options["cov_coeff"] * covariance
+    )
+    return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
+
+
+def sync_batch_norm(model):
+    """Makes every BatchNormalization layer in `model` synchronised across replicas, in place.
+
+    For a backbone's BatchNormalization (the expander's is `VICReg(sync_batch_norm=True)`): under a
+    TensorFlow strategy its statistics are then those of the global batch. The weights and the
+    layers are kept; `get_config` reports `synchronized=True`, so a saved model reloads
+    synchronised. Call it before `compile`/`fit`, whose traced step keeps the setting it saw.
+    TensorFlow only: under JAX's DataParallel the statistics already are those of the global
+    batch.
+
+    Args:
+        model: a Keras model or layer (nested models are converted too).
+
+    Returns:
+        The number of BatchNormalization layers now synchronised.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "Synchronised BatchNormalization is a TensorFlow (tf.distribute) option; on JAX, "
+            "DataParallel already normalises over the global batch. "
+            f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+        )
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
