@@ -3,6 +3,7 @@
 from keras_vicreg import augment
 from keras_vicreg import backbones
 from keras_vicreg import callbacks
+from keras_vicreg import data
 from keras_vicreg import optimizers
 from keras_vicreg import schedules
 from keras_vicreg.expander import build_expander

@@ -125,7 +125,9 @@ def test_crop_area_and_ratio_distributions_match_torchvision(height, width):
         assert np.quantile(area, q) == pytest.approx(np.quantile(reference_area, q), abs=0.04)
     log_ratio = np.log(w / h)
     assert np.abs(log_ratio).max() <= math.log(4 / 3) + 0.05
-    assert log_ratio.mean() == pytest.approx(np.log(reference[:, 3] / reference[:, 2]).mean(), abs=0.03)
+    assert log_ratio.mean() == pytest.approx(
+        np.log(reference[:, 3] / reference[:, 2]).mean(), abs=0.03
+    )
     # Offsets are uniform over the free space: their mean is about half of it.
     assert np.mean(y / np.maximum(height - h, 1)) == pytest.approx(0.5, abs=0.05)
 
@@ -260,8 +262,13 @@ def _checkerboard(size):
 def _isolated(view, **kwargs):
     """The view with whole-image crops and every step off except those in kwargs."""
     off = dict(
-        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
-        grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_prob=0.0,
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
     )
     return dataclasses.replace(view, **{**off, **kwargs})
 

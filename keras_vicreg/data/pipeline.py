@@ -1,0 +1,387 @@
+"""Input pipelines: pairs of augmented views for pretraining, labelled images for evaluation.
+
+    source (tfds name, folder or tf.data.Dataset) -> shard -> shuffle -> zip with per-element seeds
+      -> parallel map: decode (fused decode-and-crop for JPEG) + augment -> skip unreadable images
+      -> batch (drop remainder) -> prefetch
+
+The per-image work is TensorFlow ops only (no Python), and every random choice is a stateless
+function of a per-element seed drawn from `tf.data.Dataset.random(seed)`: with the same seed the
+pipeline yields the same batches, whatever the parallelism, and a new epoch draws new views.
+"""
+
+import dataclasses
+import random
+import sys
+
+import tensorflow as tf
+
+from keras_vicreg import augment
+from keras_vicreg.data import sources
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def decode_and_crop(data, window_fn, channels):
+    """Decodes an encoded image and crops it to the window `window_fn(shape)` chooses.
+
+    A JPEG is decoded and cropped in one step (`tf.image.decode_and_crop_jpeg`, the window chosen
+    from the header's shape), so that the pixels outside the crop are never decoded; any other
+    format `tf.io.decode_image` reads (PNG, GIF, BMP, WebP) is decoded whole, then cropped.
+    Grayscale and CMYK JPEGs come out with `channels` channels.
+
+    Args:
+        data: a scalar string tensor, the encoded image.
+        window_fn: maps an image shape (height, width, channels) to an int32 window
+            `[offset_y, offset_x, height, width]`.
+        channels: 1 or 3.
+
+    Returns:
+        uint8 tensor of shape (height, width, channels).
+    """
+
+    def jpeg():
+        window = window_fn(tf.image.extract_jpeg_shape(data))
+        return tf.image.decode_and_crop_jpeg(data, window, channels=channels)
+
+    def other():
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return augment.crop_to_window(image, window_fn(tf.shape(image)))
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def encoded_two_views(image, seed, augmentation):
+    """`augment.two_views` of an encoded image: JPEGs decoded per view with their crop only.
+
+    Only the decoding branches on the format; both views are then augmented outside the branch
+    (control flow inside tf.data functions is costly, nested control flow more so).
+
+    Args:
+        image: a scalar string tensor (encoded image), or a decoded image tensor.
+        seed: int tensor of shape (2,).
+        augmentation: a `TwoViewAugmentation` or a preset name.
+
+    Returns:
+        (view_a, view_b); the same views as `augment.two_views` of the decoded image.
+    """
+    augmentation = augment.get_augmentation(augmentation)
+    if image.dtype != tf.string:
+        return augment.two_views(image, seed, augmentation)
+    views = (augmentation.view_a, augmentation.view_b)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop_seeds, params_seeds = zip(*(augment.split_view_seed(s) for s in seeds))
+
+    def window(shape, view, crop_seed):
+        return augment.sample_crop_window(shape, crop_seed, view.crop_scale, view.crop_ratio)
+
+    def fused():
+        shape = tf.image.extract_jpeg_shape(image)
+        return tuple(
+            tf.image.decode_and_crop_jpeg(image, window(shape, v, s), channels=v.channels)
+            for v, s in zip(views, crop_seeds)
+        )
+
+    def decode_once():
+        decoded = tf.io.decode_image(image, channels=views[0].channels, expand_animations=False)
+        shape = tf.shape(decoded)
+        return tuple(
+            augment.crop_to_window(decoded, window(shape, v, s)) for v, s in zip(views, crop_seeds)
+        )
+
+    crops = tf.cond(tf.io.is_jpeg(image), fused, decode_once)
+    return tuple(augment.augment_crop(crop, s, v) for crop, s, v in zip(crops, params_seeds, views))
+
+
+def _select(dataset, keys):
+    """Maps dict or tuple elements to the tuple of the given keys (or leading positions)."""
+    spec = dataset.element_spec
+    if isinstance(spec, dict):
+        missing = [key for key in keys if key not in spec]
+        if missing:
+            raise ValueError(
+                f"The dataset's elements lack the keys {missing}; pass `image_key`/`label_key`. "
+                f"Received: element keys={sorted(spec)}"
+            )
+        return dataset.map(lambda element: tuple(element[key] for key in keys))
+    if isinstance(spec, (tuple, list)):
+        if len(spec) < len(keys):
+            raise ValueError(
+                f"The dataset's elements need {len(keys)} parts (image, label). "
+                f"Received: element_spec={spec}"
+            )
+        return dataset.map(lambda *element: tuple(element[: len(keys)]))
+    if len(keys) > 1:
+        raise ValueError(
+            f"Labelled pipelines need (image, label) elements. Received: element_spec={spec}"
+        )
+    return dataset.map(lambda image: (image,))
+
+
+def _count_skipped(state, element):
+    """A `scan` step after `ignore_errors`: gaps in the element index are skipped images."""
+    last, total = state
+    index, value = element
+    skipped = index - last - 1
+    total += skipped
+
+    def warn():
+        # Printed to stderr, not logged: TF_CPP_MIN_LOG_LEVEL=2, common, would hide a warning.
+        tf.print(
+            "WARNING keras_vicreg.data: skipped an unreadable image; images skipped in this "
+            "epoch so far:",
+            total,
+            output_stream=sys.stderr,
+        )
+        return total
+
+    total = tf.cond(skipped > 0, warn, lambda: total)
+    return (index, total), value
+
+
+def _map_robustly(dataset, fn, seed, pipeline_id):
+    """Maps `fn(element, seed)` in parallel; elements whose map fails are skipped and counted."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
+    dataset = tf.data.Dataset.zip(dataset.enumerate(), seeds)
+    dataset = dataset.map(
+        lambda indexed, element_seed: (indexed[0], fn(indexed[1], element_seed)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.ignore_errors(log_warning=True)
+    initial = (tf.constant(-1, tf.int64), tf.constant(0, tf.int64))
+    return dataset.scan(initial, _count_skipped)
+
+
+def _resolve(
+    source,
+    split,
+    which,
+    *,
+    augmentation,
+    data_dir,
+    manual_dir,
+    download,
+    seed,
+    input_context,
+    shuffle_files,
+):
+    """Returns (dataset, augmentation, sharded) for a tfds name, a folder or a tf.data.Dataset."""
+    if isinstance(source, tf.data.Dataset):
+        return source, augment.get_augmentation(augmentation or "imagenet"), False
+    spec = sources.dataset_spec(source)
+    dataset, _ = sources.load_split(
+        source,
+        split or sources.default_split(source, which),
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        download=download,
+        shuffle_files=shuffle_files,
+        seed=seed,
+        input_context=input_context,
+    )
+    if augmentation is None:
+        augmentation = augment.get_augmentation(spec.augmentation, spec.image_size)
+    return dataset, augment.get_augmentation(augmentation), True
+
+
+def _prepare(dataset, sharded, seed, shuffle_buffer, input_context, batch_size):
+    """Shards (unless done), shuffles; returns (dataset, per-replica batch size, pipeline id)."""
+    pipeline_id = 0
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        pipeline_id = input_context.input_pipeline_id
+        if not sharded and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed + pipeline_id)
+    return dataset, batch_size, pipeline_id
+
+
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size}")
+
+
+def two_view_dataset(
+    source,
+    batch_size,
+    *,
+    augmentation=None,
+    split=None,
+    seed=None,
+    shuffle_buffer=10_000,
+    input_context=None,
+    drop_remainder=True,
+    image_key="image",
+    data_dir=None,
+    manual_dir=None,
+    download=True,
+):
+    """Batches of two augmented views `(view_a, view_b)` for `VICReg.fit`.
+
+    Args:
+        source: a tfds name from `keras_vicreg.data.DATASETS` (e.g. "imagenet2012", "cifar10",
+            "fashion_mnist"), a folder of class subfolders, or a `tf.data.Dataset` of images
+            (encoded bytes, or uint8 / float in [0, 1] tensors of any size), of dicts with
+            `image_key`, or of tuples whose first part is the image.
+        batch_size: the global batch size (divided among replicas with `input_context`).
+        augmentation: a preset name or `augment.TwoViewAugmentation`; default: the dataset's (see
+            `DATASETS`), "imagenet" for folders and datasets.
+        split: the split to read; default: the dataset's pretraining split ("unlabelled" for
+            STL-10).
+        seed: the seed of the shuffle and of every augmentation; None draws one.
+        shuffle_buffer: size of the shuffle buffer (0: no shuffle).
+        input_context: a `tf.distribute.InputContext` (from
+            `strategy.distribute_datasets_from_function`): the pipeline reads its shard and
+            batches `input_context.get_per_replica_batch_size(batch_size)`.
+        drop_remainder: drop the last incomplete batch (VICReg's statistics need full batches).
+        image_key: the image's key in dict elements.
+        data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
+
+    Returns:
+        A `tf.data.Dataset` of `(view_a, view_b)`, each float32 of shape
+        (batch, size, size, channels). Unreadable images are skipped with a warning.
+    """
+    _check_batch_size(batch_size)
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    dataset, augmentation, sharded = _resolve(
+        source,
+        split,
+        "pretrain_split",
+        augmentation=augmentation,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        download=download,
+        seed=seed,
+        input_context=input_context,
+        shuffle_files=bool(shuffle_buffer),
+    )
+    dataset = _select(dataset, (image_key,))
+    dataset, batch_size, pipeline_id = _prepare(
+        dataset, sharded, seed, shuffle_buffer, input_context, batch_size
+    )
+
+    def views(element, element_seed):
+        return encoded_two_views(element[0], element_seed, augmentation)
+
+    dataset = _map_robustly(dataset, views, seed, pipeline_id)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+
+def _evaluation_view(view, train):
+    """The labelled pipelines' view: crop, flip when training, and no colour augmentation.
+
+    Resizes are bilinear and antialiased, as torchvision's `Resize` and `RandomResizedCrop` on the
+    PIL images of the released linear evaluation.
+    """
+    return dataclasses.replace(
+        view,
+        interpolation="bilinear",
+        antialias=True,
+        flip_prob=0.5 if train else 0.0,
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
+    )
+
+
+def _labelled_image(image, seed, view, train, crop_fraction):
+    """The evaluation preprocessing of one image: random resized crop + flip, or centre crop."""
+    crop_seed, params_seed = augment.split_view_seed(seed)
+    if train:
+
+        def window_fn(shape):
+            return augment.sample_crop_window(shape, crop_seed, view.crop_scale, view.crop_ratio)
+    else:
+
+        def window_fn(shape):
+            return augment.centre_crop_window(shape, crop_fraction)
+
+    if image.dtype == tf.string:
+        crop = decode_and_crop(image, window_fn, view.channels)
+    else:
+        crop = augment.crop_to_window(image, window_fn(tf.shape(image)))
+    return augment.augment_crop(crop, params_seed, view)
+
+
+def labelled_dataset(
+    source,
+    batch_size,
+    *,
+    train=False,
+    augmentation=None,
+    split=None,
+    crop_fraction=224.0 / 256.0,
+    seed=None,
+    shuffle_buffer=None,
+    input_context=None,
+    drop_remainder=None,
+    image_key="image",
+    label_key="label",
+    data_dir=None,
+    manual_dir=None,
+    download=True,
+):
+    """Batches of `(image, label)` for linear evaluation, fine-tuning and kNN.
+
+    Training (`train=True`): random resized crop (the augmentation's crop scale and ratio), bilinear
+    resize, horizontal flip, normalisation. Evaluation: resize the shorter side to
+    size / crop_fraction (256 for 224) and centre-crop size x size, done as one crop of the
+    window then one resize; the same fraction of the image at every size (37 -> 32 for 32-pixel
+    images). Resizes are antialiased, as PIL's in the released evaluation code.
+
+    Args:
+        source: as in `two_view_dataset`; tf.data elements are dicts with `image_key` and
+            `label_key`, or tuples (image, label, ...).
+        batch_size: the global batch size.
+        train: training preprocessing (random crop and flip, shuffled) or evaluation (centre crop).
+        augmentation: a preset name or `augment.TwoViewAugmentation`: its view a gives the size,
+            crop range, channels and normalisation; default as in `two_view_dataset`.
+        split: default: the dataset's labelled training split with `train`, else its evaluation
+            split ("validation" for ImageNet, "test" for CIFAR).
+        crop_fraction: the centre crop's side as a fraction of the shorter side.
+        seed: the seed of the shuffle and augmentation; None draws one.
+        shuffle_buffer: default 10,000 with `train`, else 0 (no shuffle).
+        input_context: a `tf.distribute.InputContext`, as in `two_view_dataset`.
+        drop_remainder: default: `train`.
+        image_key, label_key: the keys in dict elements.
+        data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 (batch, size, size, channels) and the
+        labels as stored (int64 for tfds).
+    """
+    _check_batch_size(batch_size)
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(
+            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction}"
+        )
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    shuffle_buffer = (10_000 if train else 0) if shuffle_buffer is None else shuffle_buffer
+    dataset, augmentation, sharded = _resolve(
+        source,
+        split,
+        "train_split" if train else "eval_split",
+        augmentation=augmentation,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        download=download,
+        seed=seed,
+        input_context=input_context,
+        shuffle_files=train,
+    )
+    view = _evaluation_view(augmentation.view_a, train)
+    dataset = _select(dataset, (image_key, label_key))
+    dataset, batch_size, pipeline_id = _prepare(
+        dataset, sharded, seed, shuffle_buffer, input_context, batch_size
+    )
+
+    def preprocess(element, element_seed):
+        image = _labelled_image(element[0], element_seed, view, train, crop_fraction)
+        return image, element[1]
+
+    dataset = _map_robustly(dataset, preprocess, seed, pipeline_id)
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)

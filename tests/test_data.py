@@ -1,0 +1,324 @@
+"""Tests of keras_vicreg.data: sources (folders, ImageNet's manual files, tfds mock data, offline
+Fashion-MNIST), the fused JPEG path, bad files, sharding, determinism, and `fit` on every backend.
+"""
+
+import collections
+import gzip
+import io
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+from skimage import data as skimage_data
+
+import keras_vicreg
+from keras_vicreg import augment
+from keras_vicreg import data
+from keras_vicreg.data import fashion_mnist
+from keras_vicreg.data import sources
+
+SMALL = augment.get_augmentation("small")
+
+
+def _encode(array, fmt="JPEG", mode=None, **kwargs):
+    image = Image.fromarray(array)
+    image = image.convert(mode) if mode else image
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _write(path, content):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def _count(dataset):
+    return sum(int(tf.shape(tf.nest.flatten(batch)[0])[0]) for batch in dataset)
+
+
+def test_fused_jpeg_views_match_the_views_of_the_decoded_image():
+    jpeg = tf.constant(_encode(skimage_data.coffee(), quality=90))
+    for seed in ([0, 1], [5, 3]):
+        fused = data.encoded_two_views(jpeg, tf.constant(seed), SMALL)
+        decoded = augment.two_views(tf.io.decode_jpeg(jpeg), tf.constant(seed), SMALL)
+        for got, want in zip(fused, decoded):
+            assert np.abs(got - want).mean() < 0.01 and np.abs(got - want).max() < 0.2
+
+
+def test_png_bytes_give_exactly_the_views_of_the_decoded_image():
+    png = tf.constant(_encode(skimage_data.chelsea()[:60, :90], "PNG"))
+    fused = data.encoded_two_views(png, tf.constant([2, 2]), SMALL)
+    decoded = augment.two_views(tf.io.decode_png(png), tf.constant([2, 2]), SMALL)
+    for got, want in zip(fused, decoded):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L"])
+def test_cmyk_and_grayscale_jpegs_decode_to_the_right_rgb(mode):
+    photo = skimage_data.astronaut()[::4, ::4]
+    encoded = _encode(photo, mode=mode, quality=95)
+    expected = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"), np.float32)
+
+    def whole(shape):
+        return tf.stack([0, 0, shape[0], shape[1]])
+
+    got = data.decode_and_crop(tf.constant(encoded), whole, channels=3).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 3.0  # within a few levels of 255
+
+
+def _images(sizes, channels=3):
+    def generate():
+        for index, (height, width) in enumerate(sizes):
+            yield np.full((height, width, channels), index * 10, np.uint8)
+
+    spec = tf.TensorSpec([None, None, channels], tf.uint8)
+    return tf.data.Dataset.from_generator(generate, output_signature=spec)
+
+
+def test_two_view_dataset_batches_images_of_any_size_and_drops_the_remainder():
+    sizes = [(5, 7), (300, 200), (32, 32), (17, 90), (64, 48)] * 3
+    pairs = data.two_view_dataset(_images(sizes), 4, augmentation="small", seed=0)
+    batches = list(pairs)
+    assert len(batches) == len(sizes) // 4
+    for view_a, view_b in batches:
+        assert view_a.shape == view_b.shape == (4, 32, 32, 3)
+        assert view_a.dtype == tf.float32
+
+
+def test_two_view_dataset_is_reproducible_and_each_epoch_draws_new_views():
+    sizes = [(40, 50)] * 8
+
+    def first_epochs(seed):
+        pairs = data.two_view_dataset(_images(sizes), 4, augmentation="small", seed=seed)
+        return [np.concatenate([a for a, _ in pairs]) for _ in range(2)]
+
+    epoch_1, epoch_2 = first_epochs(3)
+    again_1, again_2 = first_epochs(3)
+    np.testing.assert_array_equal(epoch_1, again_1)
+    np.testing.assert_array_equal(epoch_2, again_2)
+    assert np.abs(epoch_1 - epoch_2).max() > 0.1
+
+
+def test_input_context_gives_each_replica_its_shard_and_its_batch():
+    images = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(16)])
+    labelled = tf.data.Dataset.from_tensor_slices((images, np.arange(16)))
+    seen = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(2, pipeline, num_replicas_in_sync=2)
+        batches = list(
+            data.labelled_dataset(labelled, 8, augmentation="small", input_context=context)
+        )
+        assert [images.shape[0] for images, _ in batches] == [4, 4]
+        seen.append(np.concatenate([labels for _, labels in batches]))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(np.concatenate(seen)) == list(range(16))
+    pairs = data.two_view_dataset(labelled, 8, augmentation="small", input_context=context, seed=1)
+    assert [a.shape[0] for a, _ in pairs] == [4, 4]
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    """A folder of class subfolders with good, odd but readable, and unreadable files."""
+    root = str(tmp_path_factory.mktemp("odd_folder"))
+    photo = skimage_data.chelsea()
+    for index in range(4):
+        _write(f"{root}/good/{index}.jpg", _encode(photo[index * 20 :, index * 30 :]))
+    _write(f"{root}/odd/png_named.jpg", _encode(photo, "PNG"))
+    _write(f"{root}/odd/cmyk.jpg", _encode(photo, mode="CMYK"))
+    _write(f"{root}/odd/gray.jpg", _encode(photo, mode="L"))
+    _write(f"{root}/odd/tiny.jpg", _encode(photo[:5, :7]))
+    _write(f"{root}/bad/truncated.jpg", _encode(photo)[:300])
+    _write(f"{root}/bad/garbage.jpg", b"\xff\xd8\xff" + bytes(range(256)) * 8)
+    _write(f"{root}/bad/empty.jpg", b"")
+    _write(f"{root}/bad/text.png", b"not an image")
+    return root
+
+
+def test_odd_files_are_decoded_and_unreadable_ones_skipped_with_a_warning(odd_folder, capfd):
+    pairs = data.two_view_dataset(odd_folder, 1, augmentation="small", seed=0, shuffle_buffer=0)
+    assert _count(pairs) == 8  # 4 good + 4 odd; the 4 bad ones are skipped, the epoch goes on
+    assert "skipped an unreadable image" in capfd.readouterr().err
+    labelled = data.labelled_dataset(odd_folder, 3, augmentation="small")
+    assert _count(labelled) == 8
+
+
+def test_empty_folders_and_folders_without_class_subfolders_raise(tmp_path):
+    with pytest.raises(ValueError, match="is empty.*Received: path="):
+        data.image_folder(tmp_path)
+    _write(f"{tmp_path}/flat/a.jpg", _encode(skimage_data.coffee()))
+    with pytest.raises(ValueError, match="has images but no class subfolders.*Received: path="):
+        data.image_folder(f"{tmp_path}/flat")
+    os.makedirs(f"{tmp_path}/no_images/cat")
+    with pytest.raises(ValueError, match="hold no .jpg.*Received: path="):
+        data.image_folder(f"{tmp_path}/no_images")
+    with pytest.raises(ValueError, match="Unknown dataset.*Received: source="):
+        data.two_view_dataset(f"{tmp_path}/missing", 2)
+
+
+def test_split_folders_give_their_splits_and_class_folders_one_train_split(tmp_path):
+    jpeg = _encode(skimage_data.coffee()[::4, ::4])
+    for split, label in [("train", "cup"), ("train", "pot"), ("val", "cup"), ("val", "pot")]:
+        _write(f"{tmp_path}/splits/{split}/{label}/0.jpg", jpeg)
+        _write(f"{tmp_path}/classes/{label}/{split}.jpg", jpeg)
+    splits = data.image_folder(f"{tmp_path}/splits").info.splits
+    assert {name: split.num_examples for name, split in splits.items()} == {"train": 2, "val": 2}
+    assert sources.default_split(f"{tmp_path}/splits", "eval_split") == "val"
+    builder = data.image_folder(f"{tmp_path}/classes")
+    assert builder.info.splits["train"].num_examples == 4
+    assert builder.info.features["label"].names == ["cup", "pot"]
+    assert sources.default_split(f"{tmp_path}/classes", "eval_split") == "train"
+
+
+def test_evaluation_centre_crop_matches_pil_resize_of_the_central_square():
+    photo = skimage_data.astronaut()[100:160, 100:180]  # 60 x 80
+    labelled = tf.data.Dataset.from_tensor_slices((photo[None], [7]))
+    images, labels = next(iter(data.labelled_dataset(labelled, 1, augmentation="small")))
+    assert labels.numpy().tolist() == [7]
+    side = round(60 * 224 / 256)  # the central square that "resize 256, crop 224" keeps
+    left, top = (80 - side) // 2, (60 - side) // 2
+    box = (left, top, left + side, top + side)
+    expected = Image.fromarray(photo).resize((32, 32), Image.BILINEAR, box=box)
+    view = SMALL.view_a
+    got = images[0].numpy() * np.array(view.std) + np.array(view.mean)
+    assert np.abs(got - np.asarray(expected) / 255.0).mean() < 0.01
+
+
+def test_linear_evaluation_training_crops_and_flips_randomly():
+    photo = skimage_data.astronaut()[::8, ::8]
+    labelled = tf.data.Dataset.from_tensor_slices((photo[None].repeat(8, 0), np.arange(8)))
+    batches = data.labelled_dataset(labelled, 4, augmentation="small", train=True, seed=0)
+    images, _ = next(iter(batches))
+    assert images.shape == (4, 32, 32, 3)
+    assert np.abs(images[0] - images[1]).max() > 0.1  # same photo, different crops
+    assert _count(batches) == 8
+
+
+def test_imagenet_error_says_which_tar_files_go_where(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "ILSVRC2012_img_val.tar").write_bytes(b"partial")
+    with pytest.raises(ValueError) as error:
+        data.check_imagenet_manual_dir(manual)
+    message = str(error.value)
+    assert f"{manual}/ILSVRC2012_img_train.tar" in message and "missing" in message
+    assert f"{manual}/ILSVRC2012_img_val.tar" in message and "incomplete: 7 bytes" in message
+    assert "image-net.org" in message and message.endswith(f"Received: manual_dir='{manual}'")
+    with pytest.raises(ValueError, match="ILSVRC2012_img_train.tar"):
+        data.two_view_dataset("imagenet2012", 8, data_dir=tmp_path / "tfds")
+
+
+def _imagenet_manual_dir(path):
+    """ImageNet's two tar files at their real sizes, sparse (no disk used)."""
+    path.mkdir()
+    for name, size in sources.IMAGENET_TARS:
+        with open(path / name, "wb") as f:
+            f.truncate(size)
+    return str(path)
+
+
+def test_imagenet2012_pipelines_run_end_to_end_on_tfds_mock_data(tmp_path):
+    manual = _imagenet_manual_dir(tmp_path / "manual")
+    with tfds.testing.mock_data(num_examples=8):
+        pairs = data.two_view_dataset(
+            "imagenet2012", 4, manual_dir=manual, data_dir=tmp_path, seed=0
+        )
+        shapes = [(a.shape, b.shape) for a, b in pairs]
+        assert shapes == [((4, 224, 224, 3), (4, 224, 224, 3))] * 2
+        images, labels = next(
+            iter(data.labelled_dataset("imagenet2012", 4, manual_dir=manual, data_dir=tmp_path))
+        )
+        assert images.shape == (4, 224, 224, 3) and labels.shape == (4,)
+
+
+def _idx(name):
+    with gzip.open(os.path.join(fashion_mnist.DEBIAN_DIR, name)) as f:
+        content = f.read()
+    offset = 16 if "images" in name else 8
+    return np.frombuffer(content, np.uint8, offset=offset)
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist_dir(tmp_path_factory):
+    if not fashion_mnist.check_local_files():
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({fashion_mnist.DEBIAN_DIR})")
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    builder = data.prepare_fashion_mnist(data_dir)
+    assert builder.is_prepared()
+    return data_dir
+
+
+def test_fashion_mnist_is_prepared_offline_as_the_real_tfds_dataset(fashion_mnist_dir):
+    builder = tfds.builder("fashion_mnist", data_dir=fashion_mnist_dir)
+    assert builder.is_prepared() and str(builder.version) == "3.0.1"
+    splits = builder.info.splits
+    assert (splits["train"].num_examples, splits["test"].num_examples) == (60000, 10000)
+    for split, prefix, count in (("train", "train", 60000), ("test", "t10k", 10000)):
+        dataset = tfds.load("fashion_mnist", split=split, data_dir=fashion_mnist_dir)
+        examples = next(iter(dataset.batch(count)))
+        assert examples["label"].shape == (count,)
+        # tfds stores the examples in its own order: compare (image, label) pairs as multisets.
+        images = _idx(f"{prefix}-images-idx3-ubyte.gz").reshape(count, 28 * 28)
+        labels = _idx(f"{prefix}-labels-idx1-ubyte.gz")
+        got = collections.Counter(
+            zip(map(bytes, examples["image"].numpy().reshape(count, -1)), examples["label"].numpy())
+        )
+        assert got == collections.Counter(zip(map(bytes, images), labels))
+
+
+def test_fashion_mnist_pipelines_read_the_prepared_dataset(fashion_mnist_dir):
+    view_a, view_b = next(
+        iter(data.two_view_dataset("fashion_mnist", 16, data_dir=fashion_mnist_dir))
+    )
+    assert view_a.shape == view_b.shape == (16, 28, 28, 1)
+    images, labels = next(
+        iter(data.labelled_dataset("fashion_mnist", 16, data_dir=fashion_mnist_dir))
+    )
+    assert images.shape == (16, 28, 28, 1) and labels.shape == (16,)
+
+
+def test_fashion_mnist_without_files_or_download_raises_how_to_get_them(tmp_path, monkeypatch):
+    empty = str(tmp_path / "none")
+    with pytest.raises(ValueError, match="apt-get install dataset-fashion-mnist.*Received:"):
+        data.prepare_fashion_mnist(str(tmp_path), local_dir=empty, download=False)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(RuntimeError, match="could not download.*dataset-fashion-mnist"):
+        data.prepare_fashion_mnist(str(tmp_path), local_dir=empty)
+
+
+def test_wrong_local_fashion_mnist_files_raise(tmp_path):
+    for name in fashion_mnist.FILES:
+        with gzip.open(tmp_path / name, "wb") as f:
+            f.write(b"\x00\x00\x08\x03\x00\x00\x00\x05")
+    with pytest.raises(ValueError, match="idx header.*Received: local_dir="):
+        fashion_mnist.check_local_files(str(tmp_path))
+
+
+def _tiny_backbone():
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.Conv2D(8, 3, strides=4)(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(features))
+
+
+@pytest.mark.backend_neutral
+def test_pairs_feed_fit_of_a_model_with_a_custom_train_step_on_pairs():
+    photos = np.stack([skimage_data.astronaut()[i * 8 : i * 8 + 64, :64] for i in range(16)])
+    pairs = data.two_view_dataset(
+        tf.data.Dataset.from_tensor_slices(photos), 8, augmentation="small", seed=0
+    )
+    # keras_vicreg.VICReg: a keras.Model whose train_step takes (view_a, view_b) on each backend.
+    model = keras_vicreg.VICReg(_tiny_backbone(), expander="16-16")
+    model.compile(optimizer="sgd")
+    history = model.fit(pairs, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert np.isfinite(history.history["loss"]).all()
