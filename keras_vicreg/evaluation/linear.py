@@ -21,8 +21,10 @@ from keras_vicreg.evaluation.sgd import GroupSGD
 
 @keras.saving.register_keras_serializable(package="keras_vicreg")
 class FrozenBackbone(keras.layers.Layer):
-    """Calls a backbone in inference mode, whatever the outer `training` flag, with no trainable
-    weights: BatchNorm uses and keeps its moving statistics; a feature map is average-pooled.
+    """A backbone without trainable weights, always called in inference mode.
+
+    Whatever the outer `training` flag (`fit` sets it), BatchNorm normalises with its moving
+    statistics and leaves them unchanged; a feature map is average-pooled.
 
     Args:
         backbone: a Keras model or layer from images to features (batch, d) or (batch, h, w, d).

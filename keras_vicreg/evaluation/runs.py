@@ -272,8 +272,7 @@ def write_results(workdir, protocol, results, config, backbone_path, spec):
 
 
 def _feature_extractor(config, backbone_path):
-    """Images -> features: an exported SavedModel's `serve_features` (any backend), else the
-    Keras backbone in inference mode."""
+    """Images -> features: a SavedModel's `serve_features` (any backend), else the backbone."""
     path = os.fspath(backbone_path)
     if export.is_exported(path):
         import tensorflow as tf
