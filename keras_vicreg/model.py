@@ -156,7 +156,7 @@ class VICReg(keras.Model):
             self.build(shape_a if backbone_b is None else (shape_a, shape_b))
 
     def _make_expander(self, expander, name):
-        if not isinstance(expander, str):
+        if isinstance(expander, keras.layers.Layer):
             return expander
         return build_expander(
             expander,
