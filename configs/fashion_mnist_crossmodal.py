@@ -4,8 +4,8 @@ Two branches with nothing shared: a small convnet reads the 28x28 image, an Embe
 the 28 row tokens of the same item (see `keras_vicreg.crossmodal`), as in the paper's image-text
 experiment. Retrieval recall@K in both directions is scored on held-out test pairs.
 
-    python trainers/crossmodal.py --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
-    python trainers/crossmodal.py --config=configs/fashion_mnist_crossmodal.py:runlocal
+    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
+    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py:runlocal
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 r"""Trains the cross-modal VICReg example and prints its retrieval recall.
 
-    python trainers/crossmodal.py --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
+    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
 
 Writes `results.json` (recall@K in both directions, chance level, loss history) to --workdir.
 """
