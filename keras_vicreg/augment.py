@@ -425,28 +425,24 @@ def color_jitter(planes, factors, order, hue=True, apply=True):
     Returns:
         The jittered planes.
     """
+    for step in range(4):
+        op = order[step]
 
-    def chain(hue_step):
-        def run():
-            result = planes
-            for step in range(4):
-                if step == hue_step:
-                    result = adjust_hue(result, factors[3])
-                else:
-                    result = adjust_color(result, order[step], factors[order[step]])
-            return result
+        def color(planes=planes, op=op):
+            return adjust_color(planes, op, factors[op])
 
-        return run
+        def skip(planes=planes):
+            return planes
 
-    # One branch per position of the hue shift in the order (the other steps need no branching),
-    # and one that leaves the planes as they are.
-    if hue:
-        branches = [chain(step) for step in range(4)]
-        index = tf.cast(tf.argmax(tf.cast(tf.equal(order, 3), tf.int32)), tf.int32)
-    else:
-        branches, index = [chain(None)], tf.constant(0)
-    index = tf.where(apply, index, len(branches))
-    return tf.switch_case(index, branches + [lambda: planes])
+        def shift_hue(planes=planes):
+            return adjust_hue(planes, factors[3])
+
+        # Each step is one small branch: a brightness, contrast or saturation blend, the hue shift,
+        # or nothing. (One branch per whole order would be larger and, in tf.data, slower.)
+        index = tf.where(tf.equal(op, 3), 2 if hue else 1, 0)
+        branches = [color, skip, shift_hue] if hue else [color, skip]
+        planes = tf.switch_case(tf.where(apply, index, 1), branches)
+    return planes
 
 
 def gaussian_kernel(sigma, kernel_size):
