@@ -2,8 +2,8 @@ r"""A tiny run for tests and smoke checks: a few steps on a few hundred generate
 
     python -m trainers.pretrain --config=configs/tiny.py --workdir=/tmp/vicreg_tiny
 
-256 generated 16-pixel images, batches of 32, 3 epochs of 8 steps, a two-layer convnet and a
-"32-32" expander, checkpoints every 5 steps. No XLA: compiling would take longer than training.
+384 generated 16-pixel images, batches of 32, 2 epochs of 12 steps, a two-layer convnet and a
+"32-32" expander, checkpoints every 5 steps and at the end of each epoch. No XLA: compiling would take longer than training.
 Seconds on a CPU, on every backend.
 """
 
@@ -17,10 +17,10 @@ def get_config(arg=None):
     config.dataset = "synthetic"
     config.augmentation = "small"
     config.image_size = 16
-    config.num_examples = 256
-    config.shuffle_buffer = 256
+    config.num_examples = 384
+    config.shuffle_buffer = 384
     config.batch_size = 32
-    config.epochs = 3
+    config.epochs = 2
 
     config.model.backbone = "convnet"
     config.model.filters = (8, 16, 16, 16)  # the convnet uses the first two widths
@@ -41,10 +41,10 @@ def get_config(arg=None):
     config.collapse_patience_steps = 10
 
     # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
-    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 8
+    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 12
     config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 24
     config.optimizer.warmup_steps = (
-        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 8
+        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 12
     )
     if arg == "runlocal":
         pretrain_config.shrink_for_local_run(config)

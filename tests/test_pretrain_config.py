@@ -112,7 +112,7 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
         ("model.expander", "8192-x", "config.model.expander: The expander spec"),
         ("mixed_precision", "float16", "config.mixed_precision must be a dtype policy"),
         ("optimizer.end_factor", 1.5, "config.optimizer.end_factor must be in [0, 1]"),
-        ("steps_per_epoch", 9, "config.steps_per_epoch must be at most num_examples // batch_size"),
+        ("steps_per_epoch", 13, "config.steps_per_epoch must be at most num_examples // batch_size"),
     ],
 )
 def test_an_impossible_value_is_an_error(key, value, expected):

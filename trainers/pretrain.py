@@ -286,7 +286,8 @@ def fit(model, config, workdir, data, start_step):
             "No checkpoint was written before it."
             if latest is None
             else f"The newest checkpoint, step {latest[0]} ({latest[1]}), holds the last finite "
-            "weights and is kept; running the command again resumes from it."
+            "weights and is kept: fix the cause (e.g. a lower --config.optimizer.base_learning_rate)"
+            " and run the command again to resume from it."
         )
         print(f"Training diverged at step {error.step}.\n{error}\n{kept}", file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)

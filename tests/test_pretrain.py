@@ -1,0 +1,148 @@
+"""End-to-end tests of trainers/pretrain.py, run as a program on configs/tiny.py.
+
+Each launch is a separate process (as a user runs it), on the backend of the test session.
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from keras_vicreg import checkpointing
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOTAL_STEPS = 24  # configs/tiny.py: 2 epochs of 12 steps, checkpoints every 5 steps
+
+
+def _command(workdir, *overrides):
+    return [sys.executable, "-m", "trainers.pretrain", "--config=configs/tiny.py",
+            f"--workdir={workdir}", *overrides]
+
+
+def _env():
+    return {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(workdir, *overrides):
+    return subprocess.run(_command(workdir, *overrides), cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def _checkpoint(workdir, step):
+    return checkpointing.checkpoint_path(os.path.join(workdir, "checkpoints"), step)
+
+
+def _arrays(path):
+    """{name: array} of every weight and optimizer variable in a checkpoint file."""
+    arrays = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(
+            lambda name, item: arrays.update({name: item[()]})
+            if isinstance(item, h5py.Dataset) else None
+        )
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """(workdir, return code, newest checkpoint's step) of a run killed by SIGKILL once its step-5
+    checkpoint (in the middle of the first epoch) exists."""
+    workdir = str(tmp_path_factory.mktemp("killed"))
+    process = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not os.path.exists(_checkpoint(workdir, 5)) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    newest = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    return workdir, process.returncode, newest[0]
+
+
+@pytest.fixture(scope="module")
+def resumed(killed):
+    """(workdir, newest step before, completed process) of the same command run again."""
+    workdir, _, killed_at = killed
+    return workdir, killed_at, _run(workdir)
+
+
+def test_a_killed_run_leaves_its_checkpoints_from_before_the_kill(killed):
+    workdir, returncode, killed_at = killed
+    assert returncode == -signal.SIGKILL
+    assert 5 <= killed_at < TOTAL_STEPS  # killed mid-run, not after the end
+    assert not os.path.exists(os.path.join(workdir, "export"))
+
+
+def test_the_same_command_resumes_from_the_newest_checkpoint_and_finishes(resumed):
+    workdir, killed_at, result = resumed
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from step {killed_at} of {TOTAL_STEPS}" in result.stdout
+    assert "Starting from scratch" not in result.stdout
+    first_step = result.stdout.split("\nstep ")[1].split("/")[0]
+    assert int(first_step) == killed_at + 1  # it continued, it did not redo steps
+
+    final = _arrays(_checkpoint(workdir, TOTAL_STEPS))
+    iterations = [v for name, v in final.items() if name.startswith("optimizer") and v.shape == ()]
+    assert [int(v) for v in iterations] == [TOTAL_STEPS]  # the optimizer's step counter
+    assert all(np.all(np.isfinite(v)) for v in final.values())
+    export = os.path.join(workdir, "export")
+    assert os.path.isfile(os.path.join(export, "backbone.keras"))
+    if keras.backend.backend() != "torch":
+        assert os.path.isfile(os.path.join(export, "saved_model", "saved_model.pb"))
+    assert any(name.startswith("events.out.tfevents")
+               for name in os.listdir(os.path.join(workdir, "tensorboard")))
+
+
+def test_the_resumed_run_reaches_the_weights_of_an_uninterrupted_run(resumed, tmp_path):
+    uninterrupted = _run(str(tmp_path))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    final = _arrays(_checkpoint(resumed[0], TOTAL_STEPS))
+    reference = _arrays(_checkpoint(str(tmp_path), TOTAL_STEPS))
+    assert final.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(final[name], value, err_msg=name)
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp_path):
+    # The warmup's first step has learning rate 0; the second, 1e30 / 12, breaks the weights.
+    result = _run(str(tmp_path), "--config.optimizer.base_learning_rate=1e30",
+                  "--config.checkpoint_every_steps=1")
+    assert result.returncode == 1
+    assert "Training diverged at step" in result.stderr
+    assert "NaNGuard: non-finite values at training step" in result.stderr
+    checkpoints = checkpointing.list_checkpoints(os.path.join(tmp_path, "checkpoints"))
+    assert checkpoints, "a checkpoint of the steps before the divergence"
+    newest = checkpoints[-1]
+    assert f"The newest checkpoint, step {newest[0]}" in result.stderr
+    for name, value in _arrays(newest[1]).items():
+        assert np.all(np.isfinite(value)), name
+    assert not os.path.exists(os.path.join(tmp_path, "export"))
+
+
+@pytest.mark.parametrize(
+    "overrides, returncode, expected",
+    [
+        (["--config.optimizer.base_learning_rate=-0.1", "--config.model.backbone=resnet19"], 2,
+         ["Invalid pretraining config (2 problems)", "base_learning_rate must be > 0.0",
+          "config.model.backbone must be a backbone"]),
+        (["--config.optimizer.learning_rate=0.1"], 1, ["learning_rate"]),
+    ],
+)
+def test_an_invalid_config_stops_before_any_data_is_read(tmp_path, overrides, returncode,
+                                                         expected):
+    workdir = tmp_path / "workdir"
+    result = _run(str(workdir), *overrides)
+    assert result.returncode == returncode
+    for text in expected:
+        assert text in result.stderr
+    assert not workdir.exists()
