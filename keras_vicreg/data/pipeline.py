@@ -139,7 +139,11 @@ def _count_skipped(state, element):
 
 
 def _map_robustly(dataset, fn, seed, pipeline_id):
-    """Maps `fn(element, seed)` in parallel; elements whose map fails are skipped and counted."""
+    """Maps `fn(element, seed)` in parallel; elements whose map fails are skipped and counted.
+
+    A skip shows as a gap in the element index of the next element that maps: each is counted in
+    a warning on stderr then, so a skip after an epoch's last readable image goes uncounted.
+    """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
     dataset = tf.data.Dataset.zip(dataset.enumerate(), seeds)
