@@ -214,9 +214,10 @@ def cross_replica_gather(z):
 
         def grad(upstream):
             summed = context.all_reduce(tf.distribute.ReduceOp.SUM, upstream)
-            all_rows = context.all_gather(rows, axis=0)
-            start = tf.reduce_sum(all_rows[: context.replica_id_in_sync_group])
-            begin = tf.concat([[start], tf.zeros([tf.rank(local) - 1], tf.int32)], axis=0)
+            # This replica's first row: the rows of the replicas before it (static shapes, for XLA).
+            before = tf.range(replicas) < context.replica_id_in_sync_group
+            start = tf.reduce_sum(tf.where(before, context.all_gather(rows, axis=0), 0))
+            begin = [start] + [0] * (local.shape.rank - 1)
             return tf.slice(summed, begin, tf.shape(local))
 
         return gathered, grad
