@@ -10,7 +10,12 @@ Smoke-test with `--config=configs/fashion_mnist_demo.py:runlocal`.
 The small-scale recipe of `cifar10_resnet18.py`, made for a CPU: one-channel 28-pixel views (the
 "grayscale" preset: crop scale 0.2-1, flip, brightness and contrast jitter, solarization 0.1, no
 blur), a ResNet-18 with the small stem at a quarter of the width (16-32-64-128, 128 features) and a
-1024-1024-1024 expander; 10 epochs of 234 steps at batch 256.
+1024-1024-1024 expander; 10 epochs of 234 steps at batch 256, LARS at base learning rate 0.6.
+
+Measured with `python -m trainers.demo` (configs/fashion_mnist_demo_eval.py, TensorFlow, the
+shared 2-core CPU at a load average of 8-13): linear top-1 86.67% (kNN 81.57%) on the 10,000 test
+images, against 83.67% for raw pixels and 66.71% for this backbone with random weights; 54 minutes
+of wall time, 40.5 CPU-minutes, for the pretraining. Not yet the 90% the demo aims at.
 """
 
 from keras_vicreg import pretrain_config
