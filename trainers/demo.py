@@ -2,8 +2,9 @@ r"""VICReg on Fashion-MNIST on a laptop CPU, end to end: pretrain, export, evalu
 
     bash scripts/demo.sh                        # setup.sh, then the command below
     python -m trainers.demo --workdir=/tmp/vicreg_demo
-    python -m trainers.demo --workdir=/tmp/vicreg_tiny --config=configs/fashion_mnist_demo.py:runlocal \
-        --config.epochs=1 --eval_config=configs/fashion_mnist_demo_eval.py:runlocal
+    python -m trainers.demo --workdir=/tmp/vicreg_tiny \
+        --config=configs/fashion_mnist_demo.py:runlocal --config.epochs=1 \
+        --eval_config=configs/fashion_mnist_demo_eval.py:runlocal
 
 Prepares Fashion-MNIST offline, pretrains VICReg on the 60,000 training images without their
 labels (`trainers.pretrain`'s data, model, optimizer and callbacks), exports the backbone, and
@@ -55,7 +56,8 @@ ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw p
 def pretrain_and_export(config, workdir, data):
     """Pretrains (or resumes) as `trainers.pretrain` does, recording the loss terms; exports."""
     model = pretrain.make_model(config, data.channels, strategy=None)
-    model.compile(optimizer=pretrain.make_optimizer(config), jit_compile="auto" if config.jit_compile is None else config.jit_compile)
+    jit_compile = "auto" if config.jit_compile is None else config.jit_compile
+    model.compile(optimizer=pretrain.make_optimizer(config), jit_compile=jit_compile)
     start_step = pretrain.restore_checkpoint(model, config, workdir)
     recorder = plots.LossRecorder(every=config.log_every_steps)
     checkpointing.resumable_fit(
