@@ -110,9 +110,9 @@ def default_config():
 def shrink_for_local_run(config):
     """The `runlocal` variant of a recipe: same dataset and method, a few small steps.
 
-    Keeps the dataset, the image size, the augmentation and the loss, and shrinks everything that
-    costs time: batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet widths with
-    the small stem, frequent checkpoints and summaries. Changes `config` in place.
+    Keeps the dataset, the augmentation and the loss, and shrinks everything that costs time: images
+    of at most 64 pixels, batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet
+    widths with the small stem, frequent checkpoints and summaries. Changes `config` in place.
 
     Args:
         config: a recipe's config (with its derived references).
@@ -120,6 +120,7 @@ def shrink_for_local_run(config):
     Returns:
         `config`.
     """
+    config.image_size = min(config.image_size, 64)
     config.batch_size = 16
     config.epochs = 2
     config.steps_per_epoch = 3

@@ -56,10 +56,13 @@ def test_overriding_the_batch_size_updates_the_derived_numbers():
 
 
 def test_runlocal_shrinks_the_run_and_keeps_the_method():
-    full, local = load_config("cifar10_resnet18"), load_config("cifar10_resnet18", "runlocal")
+    full = load_config("imagenet_resnet50_1000ep")
+    local = load_config("imagenet_resnet50_1000ep", "runlocal")
     assert (local.batch_size, local.total_steps, local.model.expander) == (16, 6, "64-64")
-    assert (local.dataset, local.image_size, local.model.sim_coeff) == (
-        full.dataset, full.image_size, full.model.sim_coeff
+    assert (local.image_size, local.model.stem, local.model.filters) == (64, "small",
+                                                                          (8, 16, 32, 64))
+    assert (local.dataset, local.augmentation, local.model.sim_coeff) == (
+        full.dataset, full.augmentation, full.model.sim_coeff
     )
 
 

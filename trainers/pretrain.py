@@ -69,7 +69,7 @@ def epoch_seed(seed, epoch):
 
 
 def synthetic_images(count, image_size, channels, seed):
-    """Generated uint8 images for smoke tests: smooth random colour fields with noise."""
+    """Generated uint8 images for smoke tests: random colours in 4 x 4 blocks, plus noise."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 255, size=(count, 4, 4, channels))
     repeat = -(-image_size // 4)
