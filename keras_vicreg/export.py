@@ -21,6 +21,7 @@ import json
 import os
 
 import keras
+from tensorflow.io import gfile
 
 from keras_vicreg import augment
 
@@ -108,21 +109,22 @@ def export_backbone(
         "exported_from_backend": keras.backend.backend(),
         "config": _plain(config),
     }
-    with open(os.path.join(path, METADATA_FILE), "w") as file:
-        json.dump(metadata, file, indent=2, default=str)
+    # tf.io.gfile, so that gs:// and other remote paths (TPU workdirs) work as local ones do.
+    with gfile.GFile(os.path.join(path, METADATA_FILE), "w") as file:
+        file.write(json.dumps(metadata, indent=2, default=str))
     return metadata
 
 
 def load_metadata(path):
     """The metadata dict that `export_backbone` wrote beside the SavedModel at `path`."""
     metadata_path = os.path.join(path, METADATA_FILE)
-    if not os.path.exists(metadata_path):
+    if not gfile.exists(metadata_path):
         raise ValueError(
             f"No {METADATA_FILE} in the directory: export it with "
             f"keras_vicreg.export.export_backbone. Received: path={path!r}"
         )
-    with open(metadata_path) as file:
-        return json.load(file)
+    with gfile.GFile(metadata_path) as file:
+        return json.loads(file.read())
 
 
 def is_exported(path):
