@@ -6,12 +6,17 @@ which produced the published numbers. Per variable p with gradient g:
 
     dp = g + weight_decay * p                       coupled decay, before the trust ratio
     q  = eta * ||p|| / ||dp||                       q = 1 where ||p|| = 0 or ||dp|| = 0
+    q  = min(q / learning_rate, 1)                  only with clip_trust_ratio=True (LARC)
     dp = q * dp
     mu = momentum * mu + dp
     p  = p - learning_rate * mu
 
 Variables excluded from adaptation (by default every 1-D variable: biases, BatchNorm gamma and beta)
 skip both the decay and the trust ratio: for them the update is plain SGD with momentum.
+
+`clip_trust_ratio=True` is the "clip" mode of LARC (NVIDIA Apex), which solo-learn's small-scale
+VICReg recipes use (`clip_lr`, with eta 0.02): a variable's rate becomes min(q, learning_rate), so
+the schedule caps the layer-wise rate instead of multiplying it. The VICReg release does not clip.
 """
 
 import re
@@ -40,6 +45,9 @@ class LARS(keras.optimizers.Optimizer):
             that is not excluded. Defaults to `1e-6`.
         eta: float > 0. Trust coefficient: the update of a variable is scaled to
             `eta * ||p|| / ||dp||` of its norm. Defaults to `1e-3`.
+        clip_trust_ratio: bool. LARC's clipping: the trust ratio becomes
+            `min(q / learning_rate, 1)`, so that a variable's effective rate is
+            `min(q, learning_rate)`. Defaults to `False` (the VICReg release's LARS).
         exclude_from_adaptation: `None` or a list of regular expressions (a plain substring such as
             `"bias"` works). With `None`, every 1-D variable is excluded from weight decay and from
             the trust ratio. With a list, exactly the variables whose `variable.path` matches one of
@@ -64,6 +72,7 @@ class LARS(keras.optimizers.Optimizer):
         weight_decay=1e-6,
         eta=1e-3,
         exclude_from_adaptation=None,
+        clip_trust_ratio=False,
         **kwargs,
     ):
         if isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0:
@@ -74,6 +83,10 @@ class LARS(keras.optimizers.Optimizer):
             )
         if not eta > 0:
             raise ValueError(f"`eta` must be a float > 0. Received: eta={eta}")
+        if not isinstance(clip_trust_ratio, bool):
+            raise ValueError(
+                f"`clip_trust_ratio` must be True or False. Received: clip_trust_ratio={clip_trust_ratio!r}"
+            )
         if exclude_from_adaptation is not None:
             if isinstance(exclude_from_adaptation, str) or not all(
                 isinstance(pattern, str) for pattern in exclude_from_adaptation
@@ -97,6 +110,7 @@ class LARS(keras.optimizers.Optimizer):
         self.lars_weight_decay = float(weight_decay)
         self.eta = float(eta)
         self.exclude_from_adaptation = exclude_from_adaptation
+        self.clip_trust_ratio = clip_trust_ratio
 
     def is_excluded(self, variable):
         """Whether `variable` skips weight decay and the trust ratio.
@@ -142,6 +156,12 @@ class LARS(keras.optimizers.Optimizer):
                 ops.cast(self.eta, dtype) * param_norm / safe_update_norm,
                 ops.ones_like(param_norm),
             )
+            if self.clip_trust_ratio:
+                # min(q / lr, 1), selected so that lr = 0 gives 1 rather than a division by zero.
+                trust_ratio = ops.where(
+                    trust_ratio < learning_rate, trust_ratio / ops.maximum(learning_rate, 1e-30),
+                    ops.ones_like(trust_ratio),
+                )
             update = trust_ratio * update
         momentum = self.momentums[index]
         self.assign(momentum, ops.cast(self.momentum, dtype) * momentum + update)
@@ -155,6 +175,7 @@ class LARS(keras.optimizers.Optimizer):
                 "weight_decay": self.lars_weight_decay,
                 "eta": self.eta,
                 "exclude_from_adaptation": self.exclude_from_adaptation,
+                "clip_trust_ratio": self.clip_trust_ratio,
             }
         )
         return config

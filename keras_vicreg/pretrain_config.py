@@ -92,6 +92,7 @@ def default_config():
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-6
     config.optimizer.eta = 1e-3
+    config.optimizer.clip_trust_ratio = False  # LARC's clipping (solo-learn's `clip_lr`)
 
     config.mixed_precision = "float32"
     config.jit_compile = config_dict.placeholder(bool)

@@ -13,8 +13,13 @@ LR, MOMENTUM, ETA = 0.5, 0.9, 0.2
 STEPS = 4
 
 
-def _reference_trajectory(params, grads_per_step, excluded, weight_decay):
-    """The update of VICREG_REFERENCE.md in float64, written from the formula, not from LARS."""
+def _reference_trajectory(params, grads_per_step, excluded, weight_decay, clip=False,
+                          clipped=None):
+    """The update of VICREG_REFERENCE.md in float64, written from the formula, not from LARS.
+
+    `clip`: LARC's clipping, q = min(q / lr, 1); `clipped`, a list, collects whether each
+    adapted update was clipped.
+    """
     params = {name: value.astype(np.float64) for name, value in params.items()}
     velocity = {name: np.zeros_like(value) for name, value in params.items()}
     for grads in grads_per_step:
@@ -24,6 +29,10 @@ def _reference_trajectory(params, grads_per_step, excluded, weight_decay):
                 dp = dp + weight_decay * p
                 p_norm, dp_norm = np.linalg.norm(p), np.linalg.norm(dp)
                 q = ETA * p_norm / dp_norm if p_norm > 0 and dp_norm > 0 else 1.0
+                if clip:
+                    if clipped is not None:
+                        clipped.append(q >= LR)
+                    q = min(q / LR, 1.0)
                 dp = q * dp
             velocity[name] = MOMENTUM * velocity[name] + dp
             params[name] = p - LR * velocity[name]
@@ -76,6 +85,35 @@ def test_lars_matches_numpy_reference_for_several_steps(weight_decay, patterns, 
 
 
 @pytest.mark.backend_neutral
+def test_clipped_trust_ratio_matches_numpy_reference():
+    params, grads_per_step = _problem()
+    params["kernel"] = params["kernel"] * 10.0  # q near 2 > LR: clipped; the others are not
+    variables = [keras.Variable(value, name=name) for name, value in params.items()]
+    optimizer = LARS(LR, momentum=MOMENTUM, weight_decay=0.05, eta=ETA, clip_trust_ratio=True)
+    for grads in grads_per_step:
+        optimizer.apply([grads[v.name] for v in variables], variables)
+
+    clipped = []
+    expected, _ = _reference_trajectory(params, grads_per_step, {"bias"}, 0.05, clip=True,
+                                        clipped=clipped)
+    assert any(clipped) and not all(clipped)  # both branches of the clipping are exercised
+    unclipped, _ = _reference_trajectory(params, grads_per_step, {"bias"}, 0.05)
+    assert not np.allclose(expected["kernel"], unclipped["kernel"])
+    for variable in variables:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected[variable.name],
+                                   rtol=1e-5, atol=1e-7, err_msg=variable.name)
+
+
+@pytest.mark.backend_neutral
+def test_clipped_trust_ratio_at_zero_learning_rate_leaves_the_weights():
+    variable = keras.Variable(np.array([[3.0, 4.0]], "float32"), name="w")
+    optimizer = LARS(0.0, weight_decay=0.0, eta=0.1, clip_trust_ratio=True)
+    optimizer.apply([np.array([[1.0, 0.0]], "float32")], [variable])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), [[3.0, 4.0]])
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(optimizer.momentums[0])))
+
+
+@pytest.mark.backend_neutral
 def test_one_step_by_hand():
     variable = keras.Variable(np.array([[3.0, 4.0]], "float32"), name="w")  # ||p|| = 5
     optimizer = LARS(1.0, momentum=0.9, weight_decay=0.0, eta=0.1)
@@ -115,9 +153,9 @@ def test_patterns_replace_the_1d_default():
 def test_get_config_round_trip_with_schedule():
     schedule = WarmupCosine(0.3, total_steps=100, warmup_steps=10, batch_size=512)
     optimizer = LARS(schedule, momentum=0.8, weight_decay=1e-4, eta=2e-3,
-                     exclude_from_adaptation=["bias"], clipnorm=1.0)
+                     exclude_from_adaptation=["bias"], clip_trust_ratio=True, clipnorm=1.0)
     config = optimizer.get_config()
-    assert config["weight_decay"] == 1e-4
+    assert config["weight_decay"] == 1e-4 and config["clip_trust_ratio"] is True
     assert optimizer.weight_decay is None  # the base class's decoupled decay is never used
 
     restored = LARS.from_config(optimizer.get_config())  # from_config edits its argument
@@ -134,6 +172,7 @@ def test_get_config_round_trip_with_schedule():
         ({"momentum": 1.5}, "momentum=1.5"),
         ({"weight_decay": -1.0}, "weight_decay=-1.0"),
         ({"eta": 0.0}, "eta=0.0"),
+        ({"clip_trust_ratio": 1}, "clip_trust_ratio=1"),
         ({"exclude_from_adaptation": "bias"}, "exclude_from_adaptation='bias'"),
         ({"exclude_from_adaptation": ["("]}, "exclude_from_adaptation=['(']"),
     ],

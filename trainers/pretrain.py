@@ -218,7 +218,8 @@ def make_optimizer(config):
         end_factor=options.end_factor,
     )
     return keras_vicreg.LARS(
-        schedule, momentum=options.momentum, weight_decay=options.weight_decay, eta=options.eta
+        schedule, momentum=options.momentum, weight_decay=options.weight_decay, eta=options.eta,
+        clip_trust_ratio=options.clip_trust_ratio,
     )
 
 
