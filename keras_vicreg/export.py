@@ -169,6 +169,10 @@ def _pooled_backbone(model):
             "`backbone` must return features (batch, d) or a feature map (batch, h, w, d). "
             f"Received: output shape {model.output_shape}"
         )
+    if keras.backend.standardize_dtype(model.outputs[0].dtype) != "float32":
+        # A mixed-precision backbone computes in float16 / bfloat16; serve float32 features.
+        as_float32 = keras.layers.Activation("linear", dtype="float32", name="features_float32")
+        model = keras.Model(model.inputs, as_float32(model.outputs[0]), name=model.name)
     return model
 
 

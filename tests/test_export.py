@@ -144,3 +144,22 @@ def test_torch_backend_export_is_a_clear_error_without_torch_xla(tmp_path):
     backbone = keras_vicreg.backbones.resnet(18, stem="small", input_shape=(SIZE, SIZE, 3))
     with pytest.raises(ValueError, match="torch_xla.*KERAS_BACKEND=tensorflow or jax"):
         export.export_backbone(backbone, str(tmp_path / "torch"))
+
+
+@exportable
+@pytest.mark.backend_neutral
+def test_a_mixed_bfloat16_backbone_serves_float32_features(tmp_path):
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        backbone = keras_vicreg.backbones.resnet(18, stem="small", input_shape=(SIZE, SIZE, 3),
+                                                 filters=(4, 8, 8, 16))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    images = _images(3)
+    computed = keras.ops.convert_to_numpy(backbone(images, training=False))
+    assert str(computed.dtype) == "bfloat16"  # so the export has something to convert
+    export.export_backbone(backbone, str(tmp_path / "mixed"), image_size=SIZE, mean=MEAN, std=STD)
+    reloaded = tf.saved_model.load(str(tmp_path / "mixed"))  # kept: its variables must live
+    served = reloaded.serve_features(tf.constant(images))
+    assert served.dtype == tf.float32
+    np.testing.assert_allclose(served.numpy(), computed.astype("float32"), rtol=2e-2, atol=2e-2)

@@ -122,6 +122,7 @@ def main(argv):
     pretrain.save_config(config, workdir)
     prepare_fashion_mnist(pretrain._DATA_DIR.value)
     keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
     data = pretrain.Data(config, strategy=None, data_dir=pretrain._DATA_DIR.value)
     random_model = pretrain.make_model(config, data.channels, strategy=None)
 

@@ -60,13 +60,17 @@ class FrozenBackbone(keras.layers.Layer):
 
 
 def linear_head(num_classes, name="linear_head"):
-    """The classifier: Dense(num_classes), weights N(0, 0.01), zero bias, logits out."""
+    """The classifier: Dense(num_classes), weights N(0, 0.01), zero bias, logits out.
+
+    Always float32, also under a mixed-precision policy: the logits feed the loss and the metrics.
+    """
     if num_classes < 2:
         raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
     return keras.layers.Dense(
         num_classes,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
         bias_initializer="zeros",
+        dtype="float32",
         name=name,
     )
 
