@@ -85,7 +85,8 @@ class LARS(keras.optimizers.Optimizer):
             raise ValueError(f"`eta` must be a float > 0. Received: eta={eta}")
         if not isinstance(clip_trust_ratio, bool):
             raise ValueError(
-                f"`clip_trust_ratio` must be True or False. Received: clip_trust_ratio={clip_trust_ratio!r}"
+                "`clip_trust_ratio` must be True or False. "
+                f"Received: clip_trust_ratio={clip_trust_ratio!r}"
             )
         if exclude_from_adaptation is not None:
             if isinstance(exclude_from_adaptation, str) or not all(
