@@ -17,6 +17,9 @@ The keys (see `default_config` for the defaults):
     image_size                 side of the views, in pixels
     num_examples               images in the split (checked against the dataset when it is read)
     shuffle_buffer             elements in tf.data's shuffle buffer
+    in_memory                  decode the split once and keep it in memory (datasets of small
+                               fixed-size images: Fashion-MNIST takes 47 MB, CIFAR-10 150 MB)
+                               instead of reading and decoding its files every epoch
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
     model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
@@ -66,6 +69,7 @@ def default_config():
     config.image_size = 32
     config.num_examples = 50_000
     config.shuffle_buffer = 10_000
+    config.in_memory = False
     config.batch_size = 256
     config.epochs = 100
     config.steps_per_epoch = config_dict.placeholder(int)
@@ -77,6 +81,7 @@ def default_config():
     config.model.stem = "small"
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
+    config.model.fused_batch_norm = True  # TensorFlow's fused kernel (keras_vicreg.batch_norm)
     config.model.expander = "2048-2048-2048"
     config.model.sync_batch_norm = True
     config.model.covariance = "auto"
@@ -106,6 +111,16 @@ def default_config():
     config.collapse_patience_steps = 200
     config.nan_check_weights = True
     return config
+
+
+def cpu_has_bfloat16():
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), which oneDNN then uses."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            flags = file.read()
+    except OSError:  # not Linux: assume not
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def shrink_for_local_run(config):

@@ -103,12 +103,19 @@ class Data:
             )
             self._source = lambda: _from_tensor_slices(images)
         else:
-            self._check_split_size()
-            self._source = lambda: config.dataset
+            builder = self._check_split_size()
+            if config.in_memory:
+                images = self._decode_split(builder)
+                self._source = lambda: _from_tensor_slices(images)
+            else:
+                self._source = lambda: config.dataset
+
+    def _split(self):
+        return self.config.split or vicreg_data.dataset_spec(self.config.dataset).pretrain_split
 
     def _check_split_size(self):
-        dataset, split = self.config.dataset, self.config.split
-        split = split or vicreg_data.dataset_spec(dataset).pretrain_split
+        """Checks `num_examples` against the split; returns the dataset's tfds builder."""
+        dataset, split = self.config.dataset, self._split()
         if vicreg_data.sources.is_folder(dataset):
             builder = vicreg_data.image_folder(dataset)
         else:
@@ -122,6 +129,24 @@ class Data:
                 f"{split!r}, {size}: set --config.num_examples={size}. "
                 f"Received: config.num_examples={self.config.num_examples}"
             )
+        return builder
+
+    def _decode_split(self, builder):
+        """The split's images decoded into one uint8 array (`config.in_memory`)."""
+        import tensorflow_datasets as tfds
+
+        shape = builder.info.features["image"].shape
+        if None in shape:
+            raise ValueError(
+                "config.in_memory keeps the decoded images in one array, which needs images of "
+                f"one size; {self.config.dataset!r} has images of shape {shape}: set "
+                f"--config.in_memory=False. Received: config.in_memory=True"
+            )
+        size = self.config.num_examples * int(np.prod(shape))
+        print(f"Decoding {self.config.num_examples} images of {self.config.dataset!r} into "
+              f"memory ({size / 2**20:.0f} MiB).", flush=True)
+        images = builder.as_dataset(split=self._split(), batch_size=-1)["image"]
+        return tfds.as_numpy(images)
 
     def _pipeline(self, epoch, batch_size, input_context=None):
         config = self.config
@@ -187,6 +212,7 @@ def make_model(config, channels, strategy):
             zero_init_residual=options.zero_init_residual,
             input_shape=input_shape,
             filters=tuple(options.filters),
+            fused_batch_norm=options.fused_batch_norm,
         )
     # Synchronised BatchNormalization matters, and exists, only across tf.distribute replicas.
     sync = (
