@@ -3,11 +3,17 @@
     python benchmarks/train_step.py                                  # everything: a table
     python benchmarks/train_step.py --models resnet18_32px --backends jax --steps 10
 
-Two fixed configurations, LARS, float32, random images, batches already in memory:
+Fixed configurations, LARS, random images, batches already in memory:
 
 - resnet18_32px: ResNet-18 with the small stem, 32 x 32 x 3, batch 128, expander 2048-2048-2048.
 - resnet50_96px: ResNet-50 (keras-hub, ImageNet stem), 96 x 96 x 3, batch 32, 8192-8192-8192.
+- demo: the Fashion-MNIST demo's model (configs/fashion_mnist_demo.py): the narrow ResNet-18
+  (16-32-64-256) with the small stem, 28 x 28 x 1, batch 256, expander 1024-1024-1024, in
+  `mixed_bfloat16` where the CPU has bfloat16 instructions.
+- demo_keras_bn: the same with Keras' own BatchNormalization instead of `FusedBatchNormalization`
+  (`keras_vicreg.batch_norm`), to show what the fused kernel saves.
 
+All but demo and demo_keras_bn train in float32.
 Each (backend, model, compilation) runs in its own process, since a Keras backend is chosen once per
 process. "compiled" is `jit_compile=True`: XLA for TensorFlow and JAX, `torch.compile` for PyTorch;
 "not compiled" is a `tf.function` graph (TensorFlow), op-by-op dispatch (JAX) or eager PyTorch.
@@ -25,10 +31,13 @@ import time
 
 import numpy as np
 
+_DEMO = dict(depth=18, stem="small", size=28, channels=1, batch=256, expander="1024-1024-1024",
+             filters=(16, 32, 64, 256), bfloat16=True)
 MODELS = {
-    # name: (depth, stem, image size, batch size, expander)
-    "resnet18_32px": (18, "small", 32, 128, "2048-2048-2048"),
-    "resnet50_96px": (50, "imagenet", 96, 32, "8192-8192-8192"),
+    "resnet18_32px": dict(depth=18, stem="small", size=32, batch=128, expander="2048-2048-2048"),
+    "resnet50_96px": dict(depth=50, stem="imagenet", size=96, batch=32, expander="8192-8192-8192"),
+    "demo": _DEMO,
+    "demo_keras_bn": {**_DEMO, "fused_batch_norm": False},
 }
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -41,14 +50,24 @@ def measure(model_name, jit_compile, warmup, steps):
     from keras_vicreg import LARS
     from keras_vicreg import VICReg
     from keras_vicreg import backbones
+    from keras_vicreg.pretrain_config import cpu_has_bfloat16
 
-    depth, stem, size, batch, expander = MODELS[model_name]
+    spec = MODELS[model_name]
+    size, channels, batch = spec["size"], spec.get("channels", 3), spec["batch"]
+    if spec.get("bfloat16") and cpu_has_bfloat16():
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    backbone = backbones.resnet(depth, stem=stem, input_shape=(size, size, 3))
-    model = VICReg(backbone, expander)
+    backbone = backbones.resnet(
+        spec["depth"], stem=spec["stem"], input_shape=(size, size, channels),
+        filters=spec.get("filters", (64, 128, 256, 512)),
+        fused_batch_norm=spec.get("fused_batch_norm", True),
+    )
+    model = VICReg(backbone, spec["expander"])
     model.compile(optimizer=LARS(0.1), jit_compile=jit_compile)
     rng = np.random.default_rng(0)
-    views = tuple(rng.normal(size=(batch, size, size, 3)).astype("float32") for _ in range(2))
+    views = tuple(
+        rng.normal(size=(batch, size, size, channels)).astype("float32") for _ in range(2)
+    )
     dataset = tf.data.Dataset.from_tensors(views).repeat()
 
     ends = []
@@ -63,6 +82,7 @@ def measure(model_name, jit_compile, warmup, steps):
         "backend": keras.backend.backend(),
         "model": model_name,
         "compiled": jit_compile,
+        "dtype_policy": keras.mixed_precision.dtype_policy().name,
         "steps_per_second": 1.0 / seconds_per_step,
         "first_steps_seconds": ends[warmup - 1] - start,
         "load_average": load,
