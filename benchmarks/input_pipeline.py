@@ -1,6 +1,7 @@
 """Two-view images per second: keras_vicreg's tf.data pipeline against a per-image PIL pipeline.
 
     python benchmarks/input_pipeline.py [--pairs 2000] [--batch-size 64] [--rounds 2]
+    python benchmarks/input_pipeline.py --in-memory grayscale [--batch-size 256] [--batches 40]
 
 Both pipelines make VICReg's two ImageNet views (the `imagenet` preset: random resized crop to 224,
 bicubic, flip, colour jitter in random order, grayscale, blur, solarization, normalisation) from the
@@ -12,6 +13,13 @@ the main process. The tf.data pipeline uses the same number of cores in one proc
 Prints a markdown table; the rounds alternate between the pipelines and the best round counts. The
 CPU time per pair (all threads, or all worker processes) is shown too: on a machine shared with
 other work it is steadier than the rates.
+
+`--in-memory PRESET` times `two_view_dataset` alone on uint8 images held in memory, as the
+Fashion-MNIST demo feeds it: Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels
+(from tfds if prepared, else random), random 32x32x3 images for "small", random 256x320x3 for
+"imagenet" at 224; shuffle buffer 60,000. It prints the CPU time (all threads) and wall time per
+batch, with the augmentation run per batch (the default for views up to
+`BATCH_AUGMENT_MAX_PIXELS`) and per image, alternately.
 """
 
 import argparse
@@ -170,13 +178,96 @@ def bench_tf(folder, pairs, batch_size, antialias):
     return rate, 1000 * (time.process_time() - cpu_start) / done
 
 
+# Per preset: the images held in memory and the views' size (None: the preset's).
+_IN_MEMORY = {
+    "grayscale": ((60000, 28, 28, 1), 28),
+    "small": ((50000, 32, 32, 3), None),
+    "imagenet": ((512, 256, 320, 3), None),
+}
+
+
+def in_memory_images(preset):
+    """Fashion-MNIST's training images for "grayscale" if tfds has them prepared, else random."""
+    if preset == "grayscale":
+        import tensorflow_datasets as tfds
+
+        if tfds.builder("fashion_mnist").is_prepared():
+            images = tfds.load("fashion_mnist", split="train", batch_size=-1)["image"]
+            return images.numpy(), "Fashion-MNIST's training images"
+    images = np.random.default_rng(0).integers(0, 256, _IN_MEMORY[preset][0], np.uint8)
+    return images, "random uint8 images"
+
+
+def bench_in_memory(images, preset, batch_size, batches, per_image):
+    """(CPU ms, wall ms) per batch of `two_view_dataset` on in-memory images, after 5 warm-up.
+
+    `per_image` augments every view inside the per-image map, as batches of one (as before the
+    per-batch augmentation), instead of per batch.
+    """
+    import tensorflow as tf
+
+    from keras_vicreg import augment
+    from keras_vicreg.data import pipeline
+
+    augmentation = augment.get_augmentation(preset, _IN_MEMORY[preset][1])
+    default = pipeline.BATCH_AUGMENT_MAX_PIXELS
+    pipeline.BATCH_AUGMENT_MAX_PIXELS = 0 if per_image else default
+    pairs = pipeline.two_view_dataset(
+        tf.data.Dataset.from_tensor_slices(images),
+        batch_size,
+        augmentation=augmentation,
+        seed=0,
+        shuffle_buffer=60000,
+    )
+    pipeline.BATCH_AUGMENT_MAX_PIXELS = default
+    iterator = iter(pairs.repeat())
+    for _ in range(5):  # warm-up: tracing, thread pools, autotuning, the shuffle buffer
+        next(iterator)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    cpu = time.process_time() - cpu_start
+    return 1000 * cpu / batches, 1000 * (time.perf_counter() - start) / batches
+
+
+def main_in_memory(args):
+    images, what = in_memory_images(args.in_memory)
+    print(
+        f"{args.in_memory} preset on {len(images)} {what} of {images.shape[1:]}, batch "
+        f"{args.batch_size}; load average {os.getloadavg()[0]:.1f} before the runs"
+    )
+    print("\n| round | augmented | CPU ms per batch | wall ms per batch | CPU ms per pair |")
+    print("|---|---|---|---|---|")
+    for round_ in range(args.rounds):
+        for per_image in (False, True):
+            cpu, wall = bench_in_memory(
+                images, args.in_memory, args.batch_size, args.batches, per_image
+            )
+            where = "per image" if per_image else "per batch (default)"
+            print(
+                f"| {round_ + 1} | {where} | {cpu:.1f} | {wall:.1f} | "
+                f"{cpu / args.batch_size:.3f} |"
+            )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=2000, help="pairs timed per round")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="64; 256 with --in-memory")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--in-memory",
+        choices=("grayscale", "small", "imagenet"),
+        help="time two_view_dataset alone on in-memory images with this preset",
+    )
+    parser.add_argument("--batches", type=int, default=40, help="batches timed per round")
     args = parser.parse_args()
+    if args.in_memory:
+        args.batch_size = args.batch_size or 256
+        main_in_memory(args)
+        return
+    args.batch_size = args.batch_size or 64
     with tempfile.TemporaryDirectory() as folder:
         paths = make_photo_folder(folder)
         sizes = sorted({Image.open(p).size for p in paths})

@@ -23,9 +23,16 @@ code's PIL resize is, which `antialias=True` reproduces at about 1 ms more per v
 
 Every random choice is a stateless function of a seed of shape (2,), so that a view is a pure
 function of (image, seed): `sample_view_params` draws the choices, `apply_view_params` applies them.
-Images are channels last, (height, width, channels), uint8 or float32 in [0, 1]. The colour
-operations take channels-first planes, (channels, height, width): TensorFlow's CPU kernels run
-elementwise work on contiguous planes several times faster than on interleaved pixels.
+Images are channels last, (height, width, channels), uint8 or float32 in [0, 1].
+
+Everything after the resize runs on batches (`apply_view_params_batch`), each image with its own
+choices, as a few ops on the whole batch: for small images tf.data's cost is the number of ops,
+not their size. Choices that change a step's formula select per image (the jitter's random order
+looks up one affine formula's coefficients), and the costly steps that only some images take (the
+hue shift, a blur of probability < 1) run on the gathered images that take them; a batch of one
+(`apply_view_params`) branches instead. The operations take planes (channels, batch, height,
+width): TensorFlow's CPU kernels run elementwise work on contiguous planes faster than on
+interleaved pixels, and a channel is a slice that copies nothing.
 """
 
 import dataclasses
@@ -240,6 +247,56 @@ def get_augmentation(augmentation, image_size=None):
     return augmentation
 
 
+# Uniform draws behind one crop window and behind the other choices of one view.
+CROP_DRAWS = 22
+VIEW_DRAWS = 14
+
+
+def crop_windows(image_shape, draws, scales, ratios):
+    """Crop windows of one image from `CROP_DRAWS` uniform draws each, as `sample_crop_window`.
+
+    Vectorised over the rows of `draws` (the views of one image), each row with its own scale and
+    ratio ranges: per element of a tf.data map, the cost is the number of ops.
+
+    Args:
+        image_shape: the image's shape (height, width, ...).
+        draws: float32 (windows, `CROP_DRAWS`) uniform draws in [0, 1).
+        scales: one range of the crop's area (a fraction of the image's) per window.
+        ratios: one range of the crop's aspect ratio (width / height) per window.
+
+    Returns:
+        int32 tensor (windows, 4) of `[offset_y, offset_x, crop_height, crop_width]`.
+    """
+    height = tf.cast(image_shape[0], tf.float32)
+    width = tf.cast(image_shape[1], tf.float32)
+
+    def column(values):  # one number per window, against (windows, candidates)
+        return tf.constant(values, tf.float32, shape=[len(values), 1])
+
+    log_ratios = [(math.log(low), math.log(high)) for low, high in ratios]
+    area_range = column([high - low for low, high in scales])
+    area = height * width * (column([low for low, _ in scales]) + area_range * draws[:, 0:10])
+    log_range = column([high - low for low, high in log_ratios])
+    aspect = tf.exp(column([low for low, _ in log_ratios]) + log_range * draws[:, 10:20])
+    crop_w = tf.round(tf.sqrt(area * aspect))
+    crop_h = tf.round(tf.sqrt(area / aspect))
+    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1)
+    # The central crop of torchvision's fallback, clamped to the ratio range.
+    in_ratio = width / height
+    low_ratio, high_ratio = (tf.constant(bound, tf.float32) for bound in zip(*ratios))
+    fallback_w = tf.where(in_ratio > high_ratio, tf.round(height * high_ratio), width)
+    fallback_h = tf.where(in_ratio < low_ratio, tf.round(width / low_ratio), height)
+    found = tf.reduce_any(fits, axis=1)
+    crop_h = tf.maximum(tf.where(found, tf.gather(crop_h, first, batch_dims=1), fallback_h), 1.0)
+    crop_w = tf.maximum(tf.where(found, tf.gather(crop_w, first, batch_dims=1), fallback_w), 1.0)
+    # torchvision: offset = randint(0, size - crop + 1); the central crop floors (size - crop) / 2.
+    free_h, free_w = height - crop_h, width - crop_w
+    offset_y = tf.where(found, tf.floor(draws[:, 20] * (free_h + 1)), free_h // 2)
+    offset_x = tf.where(found, tf.floor(draws[:, 21] * (free_w + 1)), free_w // 2)
+    return tf.cast(tf.stack([offset_y, offset_x, crop_h, crop_w], axis=1), tf.int32)
+
+
 def sample_crop_window(image_shape, seed, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0)):
     """Samples a crop window as torchvision's `RandomResizedCrop.get_params` does.
 
@@ -257,27 +314,8 @@ def sample_crop_window(image_shape, seed, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4
         int32 tensor `[offset_y, offset_x, crop_height, crop_width]`, the `crop_window` of
         `tf.image.decode_and_crop_jpeg`.
     """
-    height = tf.cast(image_shape[0], tf.float32)
-    width = tf.cast(image_shape[1], tf.float32)
-    draws = tf.random.stateless_uniform([22], seed)
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[0:10])
-    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[10:20]
-    aspect = tf.exp(log_ratio)
-    crop_w = tf.round(tf.sqrt(area * aspect))
-    crop_h = tf.round(tf.sqrt(area / aspect))
-    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
-    first = tf.argmax(tf.cast(fits, tf.int32))
-    # The central crop of torchvision's fallback, clamped to the ratio range.
-    in_ratio = width / height
-    fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
-    fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-    found = tf.reduce_any(fits)
-    crop_h = tf.maximum(tf.where(found, crop_h[first], fallback_h), 1.0)
-    crop_w = tf.maximum(tf.where(found, crop_w[first], fallback_w), 1.0)
-    # torchvision: offset = randint(0, size - crop + 1); the central crop floors (size - crop) / 2.
-    offset_y = tf.where(found, tf.floor(draws[20] * (height - crop_h + 1)), (height - crop_h) // 2)
-    offset_x = tf.where(found, tf.floor(draws[21] * (width - crop_w + 1)), (width - crop_w) // 2)
-    return tf.cast(tf.stack([offset_y, offset_x, crop_h, crop_w]), tf.int32)
+    draws = tf.random.stateless_uniform([1, CROP_DRAWS], seed)
+    return crop_windows(image_shape, draws, [scale], [ratio])[0]
 
 
 def centre_crop_window(image_shape, crop_fraction=224.0 / 256.0):
@@ -299,8 +337,10 @@ def centre_crop_window(image_shape, crop_fraction=224.0 / 256.0):
 
 
 def crop_to_window(image, window):
-    """Crops an image to a `[offset_y, offset_x, height, width]` window."""
-    return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+    """Crops an image to a `[offset_y, offset_x, height, width]` window, as one `tf.slice`."""
+    crop = tf.slice(image, tf.concat([window[:2], [0]], 0), tf.concat([window[2:], [-1]], 0))
+    crop.set_shape([None, None, image.shape[-1]])  # the slice's size hides the channels
+    return crop
 
 
 def resize(image, image_size, interpolation="bicubic", antialias=False):
@@ -328,7 +368,8 @@ def convert_channels(image, channels):
             "Images must have a known number of channels: 1, 3 or 4. "
             f"Received: image.shape={image.shape}"
         )
-    image = image[..., :3]
+    if have == 4:
+        image = image[..., :3]
     if have == 1 and channels == 3:
         return tf.tile(image, [1, 1, 3])
     if have != 1 and channels == 1:
@@ -336,17 +377,68 @@ def convert_channels(image, channels):
     return image
 
 
+def resize_crop(crop, view):
+    """A crop at the view's size and channels, float32 in [0, 1]: the per-image part of a view.
+
+    The rest of the view, `apply_view_params_batch`, runs on batches of these.
+    """
+    image = resize(crop, view.image_size, view.interpolation, view.antialias)
+    return convert_channels(image, view.channels)
+
+
+def view_shape(view):
+    """The shape of one view's images: (image_size, image_size, channels)."""
+    return (view.image_size, view.image_size, view.channels)
+
+
 def _select(condition, x, y):
     """`x` where `condition`, else `y`: a scalar condition picks a whole tensor.
 
-    The Select op (no broadcasting) is several times faster on a CPU than `tf.where`'s SelectV2,
-    and picking a computed tensor is cheaper in tf.data than branching with `tf.cond`.
+    The Select op (no broadcasting) is several times faster on a CPU than `tf.where`'s SelectV2.
     """
     return tf.raw_ops.Select(condition=condition, x=x, y=y)
 
 
+def _per_image(values):
+    """Per-image values, shape (batch,), shaped to broadcast against planes."""
+    return values[None, :, None, None]
+
+
+def _select_images(condition, x, y):
+    """The images of planes `x` where `condition` (shape (batch,)), else those of `y`."""
+    if x.shape[1] == 1:  # a scalar condition picks a whole tensor, without a pass over it
+        return _select(condition[0], x, y)
+    return _select(tf.broadcast_to(_per_image(condition), tf.shape(x)), x, y)
+
+
+def _apply_where(condition, fn, planes, *values):
+    """`fn(planes, *values)` on the images where `condition`, the others left as they are.
+
+    For the costly steps that only some images take (a hue shift at one step of the jitter, a blur
+    of probability < 1): the images that take it are gathered, so that the others cost nothing. A
+    batch of one (`apply_view_params`) branches instead, which copies nothing.
+
+    Args:
+        condition: bool tensor of shape (batch,).
+        fn: maps planes and per-image values of the chosen images to their new planes.
+        planes: float32 (channels, batch, height, width).
+        *values: per-image tensors of shape (batch, ...), gathered alike.
+
+    Returns:
+        The planes, the chosen images replaced.
+    """
+    if planes.shape[1] == 1:
+        return tf.cond(condition[0], lambda: fn(planes, *values), lambda: planes)
+    index = tf.where(condition)[:, 0]
+    chosen = fn(tf.gather(planes, index, axis=1), *(tf.gather(value, index) for value in values))
+    # The (channel, image) pairs to replace, one (height, width) plane each.
+    channels = tf.range(tf.shape(planes, tf.int64)[0])
+    pairs = tf.stack(tf.meshgrid(channels, index, indexing="ij"), axis=-1)
+    return tf.tensor_scatter_nd_update(planes, pairs, chosen)
+
+
 def luma(planes):
-    """The (height, width) luma of channels-first planes, with PIL's weights (ITU-R 601-2)."""
+    """The (batch, height, width) luma of planes, with PIL's weights (ITU-R 601-2)."""
     if planes.shape[0] == 1:
         return planes[0]
     return _LUMA[0] * planes[0] + _LUMA[1] * planes[1] + _LUMA[2] * planes[2]
@@ -358,17 +450,17 @@ def to_grayscale(planes):
 
 
 def adjust_color(planes, op, factor):
-    """torchvision's brightness, contrast or saturation adjustment, as one affine blend.
+    """torchvision's brightness, contrast or saturation adjustment, as one affine blend per image.
 
     With L the luma image and m its mean, the result is clipped to [0, 1]:
     brightness (op 0) `factor * P`, contrast (op 1) `factor * P + (1 - factor) * m`, saturation
-    (op 2) `factor * P + (1 - factor) * L`; op 3 returns the planes unchanged. One formula whose
-    coefficients are looked up by `op` lets a randomly ordered jitter run without branches.
+    (op 2) `factor * P + (1 - factor) * L`; ops 3 and 4 return the image unchanged. One formula
+    whose coefficients are looked up by `op` lets each image of a batch take its own operation.
 
     Args:
-        planes: float32 (channels, height, width) in [0, 1].
-        op: int32 scalar tensor in 0..3.
-        factor: float32 scalar tensor, the adjustment factor.
+        planes: float32 (channels, batch, height, width) in [0, 1].
+        op: int32 tensor (batch,) in 0..4.
+        factor: float32 tensor (batch,), the adjustment factors.
 
     Returns:
         The adjusted planes.
@@ -376,10 +468,12 @@ def adjust_color(planes, op, factor):
     gray = luma(planes)
     rest = 1.0 - factor
     zero = tf.zeros_like(factor)
-    scale = tf.gather(tf.stack([factor, factor, factor, tf.ones_like(factor)]), op)
-    gray_weight = tf.gather(tf.stack([zero, zero, rest, zero]), op)
-    offset = tf.gather(tf.stack([zero, rest * tf.reduce_mean(gray), zero, zero]), op)
-    return tf.clip_by_value(scale * planes + gray_weight * gray[None] + offset, 0.0, 1.0)
+    scale = tf.where(op < 3, factor, tf.ones_like(factor))
+    gray_weight = tf.where(tf.equal(op, 2), rest, zero)
+    offset = tf.where(tf.equal(op, 1), rest * tf.reduce_mean(gray, axis=[1, 2]), zero)
+    # At most one of the two terms of `shift` is nonzero: summed first, they cost one pass less.
+    shift = _per_image(gray_weight) * gray[None] + _per_image(offset)
+    return tf.clip_by_value(_per_image(scale) * planes + shift, 0.0, 1.0)
 
 
 def adjust_hue(planes, delta):
@@ -391,8 +485,8 @@ def adjust_hue(planes, delta):
     It agrees with `tf.image.adjust_hue` to float precision and is about 3x faster on a CPU.
 
     Args:
-        planes: float32 (3, height, width) in [0, 1].
-        delta: the hue shift in turns.
+        planes: float32 (3, batch, height, width) in [0, 1].
+        delta: float32 tensor (batch,), the hue shifts in turns.
 
     Returns:
         The shifted planes.
@@ -406,7 +500,7 @@ def adjust_hue(planes, delta):
         (green - blue) * inverse,
         _select(tf.equal(high, green), (blue - red) * inverse + 2.0, (red - green) * inverse + 4.0),
     )
-    hue += 6.0 * delta
+    hue += 6.0 * delta[:, None, None]
     channels = []
     for n in (5.0, 3.0, 1.0):
         k = hue + n
@@ -415,89 +509,154 @@ def adjust_hue(planes, delta):
     return tf.stack(channels)
 
 
+# The jitter's "operation" of an image it leaves unchanged (see `adjust_color`).
+_UNCHANGED = 4
+
+
 def color_jitter(planes, factors, order, hue=True, apply=True):
-    """Applies brightness, contrast, saturation and hue in the given order.
+    """Applies brightness, contrast, saturation and hue in each image's own order.
+
+    At each of the four steps every image takes its own operation: the affine blend of
+    `adjust_color` for the batch, then the hue shift on the images whose operation is hue. A
+    batch of one branches to its operation instead.
 
     Args:
-        planes: float32 (channels, height, width) in [0, 1].
-        factors: float32 tensor (brightness, contrast, saturation factors, hue shift); a factor of
-            1 (a shift of 0) leaves the image as it is.
-        order: int32 tensor of shape (4,), a permutation of 0..3 (indices into `factors`).
+        planes: float32 (channels, batch, height, width) in [0, 1].
+        factors: float32 (batch, 4): brightness, contrast, saturation factors and hue shift; a
+            factor of 1 (a shift of 0) leaves an image as it is.
+        order: int32 (batch, 4), permutations of 0..3 (indices into `factors`).
         hue: whether to apply the hue shift (False for one-channel images).
-        apply: a boolean tensor; False returns the planes unchanged.
+        apply: bool (batch,), or True: the images to jitter; the others are left unchanged.
 
     Returns:
         The jittered planes.
     """
     for step in range(4):
-        op = order[step]
-
-        def color(planes=planes, op=op):
-            return adjust_color(planes, op, factors[op])
-
-        def skip(planes=planes):
-            return planes
-
-        def shift_hue(planes=planes):
-            return adjust_hue(planes, factors[3])
-
-        # Each step is one small branch: a brightness, contrast or saturation blend, the hue shift,
-        # or nothing. (One branch per whole order would be larger and, in tf.data, slower.)
-        index = tf.where(tf.equal(op, 3), 2 if hue else 1, 0)
-        branches = [color, skip, shift_hue] if hue else [color, skip]
-        planes = tf.switch_case(tf.where(apply, index, 1), branches)
+        op = tf.where(apply, order[:, step], _UNCHANGED)
+        factor = tf.gather(factors, tf.minimum(op, 3), batch_dims=1)
+        if planes.shape[1] == 1:
+            planes = _jitter_step_of_one(planes, op, factor, hue)
+            continue
+        # The blend leaves the images whose operation is another unchanged.
+        planes = adjust_color(planes, op, factor)
+        if hue:
+            planes = _apply_where(tf.equal(op, 3), adjust_hue, planes, factor)
     return planes
 
 
+def _jitter_step_of_one(planes, op, factor, hue):
+    """A jitter step of a batch of one: one branch to its operation (a blend, the hue or none).
+
+    In tf.data one `tf.switch_case` costs less than the blend and a branch for the hue.
+    """
+    branches = [lambda: adjust_color(planes, op, factor), lambda: planes]
+    if hue:
+        branches.append(lambda: adjust_hue(planes, factor))
+    branch = tf.gather([0, 0, 0, 2 if hue else 1, 1], op[0])  # by operation, 4: unchanged
+    return tf.switch_case(branch, branches)
+
+
 def gaussian_kernel(sigma, kernel_size):
-    """A normalised 1-D Gaussian of `kernel_size` taps (odd) and standard deviation `sigma`."""
+    """Normalised 1-D Gaussians of `kernel_size` taps (odd), one per standard deviation in `sigma`.
+
+    Args:
+        sigma: the standard deviation in pixels, a scalar or a tensor of any shape.
+        kernel_size: odd number of taps.
+
+    Returns:
+        float32 tensor of shape `sigma.shape + (kernel_size,)`.
+    """
     radius = kernel_size // 2
     x = tf.cast(tf.range(-radius, radius + 1), tf.float32)
-    kernel = tf.exp(-(x**2) / (2.0 * tf.cast(sigma, tf.float32) ** 2))
-    return kernel / tf.reduce_sum(kernel)
+    kernel = tf.exp(-(x**2) / (2.0 * tf.cast(sigma, tf.float32)[..., None] ** 2))
+    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
 
 
-def _blur_matrix(kernel, kernel_size, size):
-    """The (size, size) matrix of a 1-D convolution with reflected borders (a banded Toeplitz)."""
+def _blur_matrices(kernels, kernel_size, size):
+    """The (batch, size, size) banded matrices of 1-D convolutions with reflected borders."""
     radius = kernel_size // 2
     rows = np.repeat(np.arange(size), kernel_size)
     taps = np.tile(np.arange(kernel_size), size)
     cols = np.abs(rows + taps - radius)
     cols = np.where(cols > size - 1, 2 * (size - 1) - cols, cols)
-    indices = np.stack([rows, cols], axis=1)
-    # scatter_nd sums the taps that reflection sends to the same column.
-    return tf.scatter_nd(indices, tf.gather(kernel, taps), [size, size])
+    # Which tap goes where, as a sparse (size * size, taps) matrix of ones: its product with the
+    # kernels sums the taps that reflection sends to the same entry, for every image at once.
+    indices = np.stack([rows * size + cols, taps], axis=1)
+    indices = indices[np.lexsort((indices[:, 1], indices[:, 0]))]  # row-major, as sparse ops want
+    placement = tf.SparseTensor(indices, tf.ones([len(indices)]), [size * size, kernel_size])
+    matrices = tf.sparse.sparse_dense_matmul(placement, kernels, adjoint_b=True)
+    return tf.transpose(tf.reshape(matrices, [size, size, -1]), [2, 0, 1])
 
 
 def gaussian_blur(planes, sigma, kernel_size):
-    """Separable Gaussian blur with reflected borders, as two matrix products per channel.
+    """Separable Gaussian blur with reflected borders, as two matrix products per image.
 
     `blur(P) = V @ P @ H^T` with V, H the banded matrices of the 1-D convolution: the exact
     `kernel_size`-tap result, and on a CPU about twice as fast as a depthwise convolution.
 
     Args:
-        planes: float32 (channels, height, width) of static size, each side > `kernel_size // 2`.
-        sigma: the standard deviation in pixels (a scalar tensor).
+        planes: float32 (channels, batch, height, width) of static size, each side >
+            `kernel_size // 2`.
+        sigma: float32 (batch,), each image's standard deviation in pixels.
         kernel_size: odd number of taps.
 
     Returns:
         The blurred planes, same shape.
     """
-    kernel = gaussian_kernel(sigma, kernel_size)
-    vertical = _blur_matrix(kernel, kernel_size, planes.shape[1])
-    horizontal = _blur_matrix(kernel, kernel_size, planes.shape[2])
-    return tf.matmul(tf.matmul(vertical[None], planes), horizontal[None], transpose_b=True)
+    channels, _, height, width = planes.shape
+    kernels = gaussian_kernel(sigma, kernel_size)
+    vertical = _blur_matrices(kernels, kernel_size, height)
+    horizontal = vertical if width == height else _blur_matrices(kernels, kernel_size, width)
+    # Rows (batch, height, channels, width) make both products plain batched ones: TensorFlow's
+    # broadcasting matmul crashes on some shapes ((3, 1, n, n) by (1, 1, n, n), n >= 96).
+    rows = tf.transpose(planes, [1, 2, 0, 3])
+    rows = tf.matmul(vertical, tf.reshape(rows, [-1, height, channels * width]))
+    rows = tf.matmul(tf.reshape(rows, [-1, height * channels, width]), horizontal, transpose_b=True)
+    return tf.transpose(tf.reshape(rows, [-1, height, channels, width]), [2, 0, 1, 3])
 
 
 def solarize(planes, threshold=SOLARIZE_THRESHOLD):
-    """Inverts the values >= `threshold` (PIL's `ImageOps.solarize` at 128 of 255)."""
+    """Inverts the values >= `threshold` (PIL's `ImageOps.solarize` at 128 of 255).
+
+    `threshold` is a number, or any tensor that broadcasts against `planes` (one per image).
+    """
     return _select(planes >= threshold, 1.0 - planes, planes)
 
 
 def normalize(planes, mean, std):
-    """`(planes - mean) / std` per channel (channels first)."""
-    mean = tf.constant(mean, tf.float32)[:, None, None]
-    return (planes - mean) * tf.constant([1.0 / s for s in std], tf.float32)[:, None, None]
+    """`(planes - mean) / std` per channel, on planes (channels, batch, height, width)."""
+    mean = tf.constant(mean, tf.float32)[:, None, None, None]
+    return (planes - mean) * tf.constant([1.0 / s for s in std], tf.float32)[:, None, None, None]
+
+
+def view_params(draws, view):
+    """Every random choice of one view except its crop window, from `VIEW_DRAWS` uniform draws.
+
+    Args:
+        draws: float32 (..., `VIEW_DRAWS`) in [0, 1): one row per image.
+        view: a `ViewAugmentation`.
+
+    Returns:
+        dict of tensors of shape `draws.shape[:-1] + ...`: booleans `flip`, `jitter`,
+        `grayscale`, `blur`, `solarize`; float32 `jitter_factors` (brightness, contrast,
+        saturation, hue; last axis 4) and `blur_sigma`; int32 `jitter_order`, a permutation of
+        0..3 (last axis 4).
+    """
+    low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
+    low.append(-view.hue)
+    high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
+    low, high = tf.constant(low), tf.constant(high)
+    sigma_low, sigma_high = view.blur_sigma
+    return {
+        "flip": draws[..., 0] < view.flip_prob,
+        "jitter": draws[..., 1] < view.jitter_prob,
+        "jitter_factors": low + (high - low) * draws[..., 2:6],
+        "jitter_order": tf.argsort(draws[..., 6:10]),
+        "grayscale": draws[..., 10] < view.grayscale_prob,
+        "blur": draws[..., 11] < view.blur_prob,
+        "blur_sigma": sigma_low + (sigma_high - sigma_low) * draws[..., 12],
+        "solarize": draws[..., 13] < view.solarize_prob,
+    }
 
 
 def sample_view_params(seed, view):
@@ -512,29 +671,58 @@ def sample_view_params(seed, view):
         `jitter_factors` (brightness, contrast, saturation, hue) and `blur_sigma`; int32
         `jitter_order`, a permutation of 0..3.
     """
-    u = tf.random.stateless_uniform([14], seed)
-    low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
-    low.append(-view.hue)
-    high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
-    sigma_low, sigma_high = view.blur_sigma
-    return {
-        "flip": u[0] < view.flip_prob,
-        "jitter": u[1] < view.jitter_prob,
-        "jitter_factors": tf.constant(low) + (tf.constant(high) - tf.constant(low)) * u[2:6],
-        "jitter_order": tf.argsort(u[6:10]),
-        "grayscale": u[10] < view.grayscale_prob,
-        "blur": u[11] < view.blur_prob,
-        "blur_sigma": sigma_low + (sigma_high - sigma_low) * u[12],
-        "solarize": u[13] < view.solarize_prob,
-    }
+    return view_params(tf.random.stateless_uniform([VIEW_DRAWS], seed), view)
+
+
+def apply_view_params_batch(images, params, view):
+    """Applies a view's flip, jitter, grayscale, blur, solarize and normalise to a batch.
+
+    Each image takes its own choices. Cheap steps (flip, grayscale, solarize) are computed for the
+    batch and selected per image; the hue shift and a blur of probability < 1 run on the images
+    that take them.
+
+    Args:
+        images: float32 (batch, image_size, image_size, channels) in [0, 1], from `resize_crop`.
+        params: `view_params` of the batch: tensors with a leading batch axis.
+        view: a `ViewAugmentation`.
+
+    Returns:
+        float32 tensor of the images' shape, normalised.
+    """
+    if tuple(images.shape[1:]) != view_shape(view):
+        raise ValueError(
+            f"`images` must be resized crops of shape (batch,) + {view_shape(view)}. "
+            f"Received: images.shape={images.shape}"
+        )
+    planes = tf.transpose(images, [3, 0, 1, 2])
+    if view.flip_prob > 0:
+        planes = _select_images(params["flip"], tf.reverse(planes, [3]), planes)
+    if view.jitter_prob > 0:
+        planes = color_jitter(
+            planes,
+            params["jitter_factors"],
+            params["jitter_order"],
+            hue=view.hue > 0,
+            apply=params["jitter"],
+        )
+    if view.grayscale_prob > 0:
+        planes = _select_images(params["grayscale"], to_grayscale(planes), planes)
+    if view.blur_prob > 0:
+        blur = functools.partial(gaussian_blur, kernel_size=view.blur_kernel_size)
+        if view.blur_prob < 1:
+            planes = _apply_where(params["blur"], blur, planes, params["blur_sigma"])
+        else:
+            planes = blur(planes, params["blur_sigma"])
+    if view.solarize_prob > 0:
+        threshold = tf.where(params["solarize"], SOLARIZE_THRESHOLD, 2.0)  # 2: nothing inverted
+        planes = solarize(planes, _per_image(threshold))
+    return tf.transpose(normalize(planes, view.mean, view.std), [1, 2, 3, 0])
 
 
 def apply_view_params(crop, params, view):
     """Resizes a crop and applies a view's flip, jitter, grayscale, blur, solarize and normalise.
 
-    Only the jitter and a blur of probability below 1 branch (`tf.switch_case`, `tf.cond`): the
-    cheap steps (flip, grayscale, solarize) are computed and selected, since control flow costs
-    more than they do in tf.data.
+    `resize_crop`, then `apply_view_params_batch` on a batch of one.
 
     Args:
         crop: the cropped image, channels last, uint8 or float in [0, 1], with 1, 3 or 4 channels
@@ -545,33 +733,8 @@ def apply_view_params(crop, params, view):
     Returns:
         float32 tensor of shape (image_size, image_size, channels), normalised.
     """
-    size = view.image_size
-    image = resize(crop, size, view.interpolation, view.antialias)
-    planes = tf.transpose(convert_channels(image, view.channels), [2, 0, 1])
-    planes = _select(params["flip"], tf.reverse(planes, [2]), planes)
-    if view.jitter_prob > 0:
-        planes = color_jitter(
-            planes,
-            params["jitter_factors"],
-            params["jitter_order"],
-            hue=view.hue > 0,
-            apply=params["jitter"],
-        )
-    if view.grayscale_prob > 0:
-        planes = _select(params["grayscale"], to_grayscale(planes), planes)
-    if view.blur_prob > 0:
-        blur = functools.partial(
-            gaussian_blur, sigma=params["blur_sigma"], kernel_size=view.blur_kernel_size
-        )
-        if view.blur_prob < 1:
-            planes = tf.cond(params["blur"], lambda: blur(planes), lambda: planes)
-        else:
-            planes = blur(planes)
-    if view.solarize_prob > 0:
-        threshold = tf.where(params["solarize"], SOLARIZE_THRESHOLD, 2.0)  # 2: nothing inverted
-        planes = _select(planes >= threshold, 1.0 - planes, planes)
-    image = tf.transpose(normalize(planes, view.mean, view.std), [1, 2, 0])
-    return tf.ensure_shape(image, [size, size, view.channels])
+    batch = {key: value[None] for key, value in params.items()}
+    return apply_view_params_batch(resize_crop(crop, view)[None], batch, view)[0]
 
 
 def augment_crop(crop, seed, view):

@@ -1,5 +1,6 @@
 """Tests of keras_vicreg.augment: the presets against VICReg's table, each operation against an
-independent reference, and the rates of the random choices over many seeds (eagerly and in tf.data).
+independent reference, the batched views against one image at a time, and the rates of the random
+choices over many seeds (eagerly and in tf.data).
 """
 
 import dataclasses
@@ -15,7 +16,8 @@ from keras_vicreg import augment
 IMAGENET = augment.get_augmentation("imagenet")
 
 
-def _planes(shape=(3, 24, 20), seed=0):
+def _planes(shape=(3, 4, 24, 20), seed=0):
+    """Random planes (channels, batch, height, width) in [0, 1)."""
     return tf.random.stateless_uniform(shape, [seed, 0])
 
 
@@ -137,6 +139,18 @@ def test_crop_falls_back_to_a_central_crop_clamped_to_the_ratio():
     np.testing.assert_array_equal(window, [0, (1000 - 13) // 2, 10, 13])
 
 
+def test_crop_windows_of_several_views_are_each_view_s_window():
+    scales, ratios = [(0.08, 1.0), (0.5, 0.9), (0.2, 1.0)], [(0.75, 4 / 3), (1.0, 2.0), (0.1, 0.2)]
+    for index, shape in enumerate([(40, 60, 3), (300, 200, 3), (7, 5, 1), (10, 1000, 3)]):
+        seeds = [tf.constant([index, view]) for view in range(3)]
+        draws = tf.stack([tf.random.stateless_uniform([augment.CROP_DRAWS], s) for s in seeds])
+        windows = augment.crop_windows(shape, draws, scales, ratios)
+        for seed, scale, ratio, window in zip(seeds, scales, ratios, windows):
+            np.testing.assert_array_equal(
+                window, augment.sample_crop_window(shape, seed, scale, ratio)
+            )
+
+
 def _param_rates(view, seeds):
     params = tf.data.Dataset.from_tensor_slices(seeds).map(
         lambda seed: augment.sample_view_params(seed, view)
@@ -187,56 +201,71 @@ def test_random_choices_are_the_same_eagerly_and_in_tf_data():
 def test_adjust_hue_matches_tf_image_adjust_hue():
     image = tf.random.stateless_uniform([40, 30, 3], [3, 4])
     image = tf.concat([image[:20], tf.round(image[20:] * 4) / 4], 0)  # ties and grays
-    for delta in (-0.5, -0.1, 0.0, 0.07, 0.5):
-        got = tf.transpose(augment.adjust_hue(tf.transpose(image, [2, 0, 1]), delta), [1, 2, 0])
-        np.testing.assert_allclose(got, tf.image.adjust_hue(image, delta), atol=2e-6)
+    deltas = [-0.5, -0.1, 0.0, 0.07, 0.5]
+    planes = tf.repeat(tf.transpose(image, [2, 0, 1])[:, None], len(deltas), axis=1)
+    got = tf.transpose(augment.adjust_hue(planes, tf.constant(deltas)), [1, 2, 3, 0])
+    for shifted, delta in zip(got, deltas):  # each image its own shift
+        np.testing.assert_allclose(shifted, tf.image.adjust_hue(image, delta), atol=2e-6)
 
 
 def test_adjust_color_follows_torchvision_definitions():
-    planes = _planes().numpy()
-    gray = 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2]
-    factor = np.float32(1.3)
-    expected = {
-        0: np.clip(factor * planes, 0, 1),
-        1: np.clip(factor * planes + (1 - factor) * gray.mean(), 0, 1),
-        2: np.clip(factor * planes + (1 - factor) * gray, 0, 1),
-        3: planes,
-    }
-    for op, want in expected.items():
-        np.testing.assert_allclose(augment.adjust_color(planes, op, factor), want, atol=1e-6)
+    planes = _planes((3, 5, 24, 20)).numpy()
+    factors = np.float32([1.3, 0.7, 1.2, 0.6, 1.4])
+    ops = [0, 1, 2, 3, 4]  # each image its own operation; 3 (hue) and 4 leave it unchanged
+    got = augment.adjust_color(planes, tf.constant(ops), factors).numpy()
+    for image, (op, factor) in enumerate(zip(ops, factors)):
+        rgb = planes[:, image]
+        gray = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+        want = [
+            np.clip(factor * rgb, 0, 1),
+            np.clip(factor * rgb + (1 - factor) * gray.mean(), 0, 1),
+            np.clip(factor * rgb + (1 - factor) * gray, 0, 1),
+            rgb,
+            rgb,
+        ][op]
+        np.testing.assert_allclose(got[:, image], want, atol=1e-6)
 
 
-def test_color_jitter_applies_the_operations_in_the_given_order():
+def test_color_jitter_applies_each_image_s_operations_in_its_order():
     planes = _planes()
-    factors = tf.constant([1.3, 0.7, 1.2, 0.08])
+    factors = tf.constant([[1.3, 0.7, 1.2, 0.08], [0.8, 1.3, 0.9, -0.1]] * 2)
+    orders = tf.constant([[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [0, 1, 2, 3]])
+    apply = tf.constant([True, True, True, False])
 
-    def by_hand(order):
-        result = planes
-        for op in order:
+    def by_hand(image):
+        result = planes[:, image : image + 1]
+        for op in orders[image].numpy() if apply[image] else []:
+            factor = factors[image : image + 1, op]
             if op == 3:
-                result = augment.adjust_hue(result, factors[3])
+                result = augment.adjust_hue(result, factor)
             else:
-                result = augment.adjust_color(result, op, factors[op])
-        return result
+                result = augment.adjust_color(result, tf.constant([op]), factor)
+        return result[:, 0]
 
-    results = []
-    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
-        got = augment.color_jitter(planes, factors, tf.constant(order))
-        np.testing.assert_allclose(got, by_hand(order), atol=1e-6)
-        results.append(got)
-    assert np.abs(results[0] - results[1]).max() > 1e-3  # the order matters
-    skipped = augment.color_jitter(planes, factors, tf.constant([0, 1, 2, 3]), apply=False)
-    np.testing.assert_array_equal(skipped, planes)
+    got = augment.color_jitter(planes, factors, orders, apply=apply)
+    for image in range(4):
+        np.testing.assert_allclose(got[:, image], by_hand(image), atol=1e-6)
+        alone = augment.color_jitter(  # a batch of one branches instead of selecting
+            planes[:, image : image + 1], factors[image : image + 1], orders[image : image + 1],
+            apply=apply[image : image + 1],
+        )
+        np.testing.assert_allclose(alone[:, 0], by_hand(image), atol=1e-6)
+    reordered = augment.color_jitter(planes, factors, tf.reverse(orders, [1]), apply=apply)
+    assert np.abs(got[:, 0] - reordered[:, 0]).max() > 1e-3  # the order matters
+    np.testing.assert_array_equal(got[:, 3], planes[:, 3])  # not applied
 
 
-def test_gaussian_blur_matches_a_reflect_padded_convolution():
-    planes = _planes((3, 30, 26)).numpy()
-    for sigma in (0.1, 0.9, 2.0):
-        kernel = augment.gaussian_kernel(sigma, 7).numpy()
+@pytest.mark.parametrize("height, width, kernel_size", [(30, 26, 7), (9, 9, 17)])
+def test_gaussian_blur_matches_a_reflect_padded_convolution(height, width, kernel_size):
+    planes = _planes((3, 3, height, width)).numpy()
+    sigmas = np.float32([0.1, 0.9, 2.0])  # each image its own
+    got = augment.gaussian_blur(planes, sigmas, kernel_size).numpy()
+    for image, sigma in enumerate(sigmas):
+        kernel = augment.gaussian_kernel(sigma, kernel_size).numpy()
         assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
-        expected = ndimage.correlate1d(planes, kernel, axis=1, mode="mirror")
+        expected = ndimage.correlate1d(planes[:, image], kernel, axis=1, mode="mirror")
         expected = ndimage.correlate1d(expected, kernel, axis=2, mode="mirror")
-        np.testing.assert_allclose(augment.gaussian_blur(planes, sigma, 7), expected, atol=1e-6)
+        np.testing.assert_allclose(got[:, image], expected, atol=1e-6)
 
 
 def test_solarize_inverts_the_values_at_or_above_128_of_255():
@@ -251,6 +280,74 @@ def test_grayscale_gives_three_equal_channels_of_pil_luma():
     np.testing.assert_allclose(
         gray[1], 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2], atol=1e-6
     )
+
+
+def _every_option(view):
+    """The view with every step on at a rate that leaves both outcomes frequent."""
+    return dataclasses.replace(
+        view, grayscale_prob=0.5, blur_prob=0.5, solarize_prob=0.5, blur_sigma=(0.5, 2.0)
+    )
+
+
+_VIEWS = {
+    "imagenet_a": IMAGENET.view_a,  # blur always
+    "imagenet_b": IMAGENET.view_b,  # blur 0.1, solarize 0.2
+    "small": augment.get_augmentation("small").view_a,
+    "grayscale": augment.get_augmentation("grayscale").view_a,
+    "every_option": _every_option(IMAGENET.with_image_size(40).view_b),
+    "every_option_gray": dataclasses.replace(
+        augment.get_augmentation("grayscale").view_a, blur_prob=0.5, solarize_prob=0.5
+    ),
+}
+
+
+def _reference_view(image, params, view):
+    """One resized image's view with Python branches, one step at a time: the reference of the
+    batched code, which selects and gathers per image (the operations are tested above)."""
+    planes = tf.transpose(image, [2, 0, 1])[:, None]  # a batch of one
+    params = {key: value.numpy() for key, value in params.items()}
+    if params["flip"]:
+        planes = planes[..., ::-1]
+    for op in params["jitter_order"] if params["jitter"] else []:
+        factor = params["jitter_factors"][op : op + 1]
+        if op < 3:
+            planes = augment.adjust_color(planes, tf.constant([op]), factor)
+        elif view.hue > 0:
+            planes = augment.adjust_hue(planes, factor)
+    if params["grayscale"]:
+        planes = augment.to_grayscale(planes)
+    if params["blur"]:
+        planes = augment.gaussian_blur(planes, [params["blur_sigma"]], view.blur_kernel_size)
+    planes = planes.numpy()[:, 0].transpose(1, 2, 0)
+    if params["solarize"]:
+        planes = np.where(planes >= 128 / 255, 1 - planes, planes)
+    return (planes - np.float32(view.mean)) / np.float32(view.std)
+
+
+@pytest.mark.parametrize("name", sorted(_VIEWS))
+def test_batched_views_are_the_views_of_one_image_at_a_time(name):
+    view = _VIEWS[name]
+    count = 8 if view.image_size > 100 else 48
+    images = tf.random.stateless_uniform((count,) + augment.view_shape(view), [count, 1])
+    params = [augment.sample_view_params(seed, view) for seed in _seeds(count)]
+    batch = {key: tf.stack([p[key] for p in params]) for key in params[0]}
+    got = augment.apply_view_params_batch(images, batch, view).numpy()
+    for index in range(count):
+        want = _reference_view(images[index], params[index], view)
+        np.testing.assert_allclose(got[index], want, atol=1e-5)
+        one = {key: value[index : index + 1] for key, value in batch.items()}  # branches instead
+        alone = augment.apply_view_params_batch(images[index : index + 1], one, view)
+        np.testing.assert_allclose(alone[0], want, atol=1e-5)
+    for key in ("flip", "jitter", "grayscale", "blur", "solarize"):
+        prob = getattr(view, f"{key}_prob")
+        if count * min(prob, 1 - prob) >= 3:  # both outcomes are expected, so tested
+            assert 0 < batch[key].numpy().mean() < 1
+
+
+def test_apply_view_params_batch_rejects_images_of_another_shape():
+    params = augment.view_params(tf.zeros([2, augment.VIEW_DRAWS]), IMAGENET.view_a)
+    with pytest.raises(ValueError, match=r"Received: images.shape=\(2, 32, 32, 3\)"):
+        augment.apply_view_params_batch(tf.zeros([2, 32, 32, 3]), params, IMAGENET.view_a)
 
 
 def _checkerboard(size):

@@ -19,6 +19,7 @@ import keras_vicreg
 from keras_vicreg import augment
 from keras_vicreg import data
 from keras_vicreg.data import fashion_mnist
+from keras_vicreg.data import pipeline
 from keras_vicreg.data import sources
 
 SMALL = augment.get_augmentation("small")
@@ -104,6 +105,49 @@ def test_two_view_dataset_is_reproducible_and_each_epoch_draws_new_views():
     np.testing.assert_array_equal(epoch_1, again_1)
     np.testing.assert_array_equal(epoch_2, again_2)
     assert np.abs(epoch_1 - epoch_2).max() > 0.1
+
+
+def _random_images(shapes):
+    """A dataset of random uint8 images of the given shapes, and the images."""
+    images = [np.random.default_rng(i).integers(0, 256, s, np.uint8) for i, s in enumerate(shapes)]
+    spec = tf.TensorSpec([None, None, shapes[0][2]], tf.uint8)
+    return tf.data.Dataset.from_generator(lambda: iter(images), output_signature=spec), images
+
+
+@pytest.mark.parametrize(
+    "preset, image_size", [("grayscale", 28), ("small", None), ("imagenet", 64), ("imagenet", None)]
+)
+def test_two_view_dataset_yields_each_image_s_augment_two_views(preset, image_size):
+    augmentation = augment.get_augmentation(preset, image_size)
+    channels = augmentation.view_a.channels
+    dataset, images = _random_images([(28 + 9 * i, 30 + 5 * (i % 3), channels) for i in range(8)])
+    pairs = data.two_view_dataset(
+        dataset, 4, augmentation=augmentation, seed=5, shuffle_buffer=0
+    )
+    got = [np.concatenate(views) for views in zip(*pairs)]  # all views a, all views b
+    # The pipeline's per-element seeds: the first epoch of its seed stream, pipeline id 0.
+    seeds = tf.data.Dataset.random(seed=5, rerandomize_each_iteration=True)
+    for index, (image, seed) in enumerate(zip(images, seeds)):
+        expected = augment.two_views(image, tf.stack([seed, 0]), augmentation)
+        for views, want in zip(got, expected):
+            np.testing.assert_allclose(views[index], want, atol=1e-5)
+
+
+def test_pipelines_give_the_same_batches_augmented_per_batch_or_per_image(monkeypatch):
+    dataset, images = _random_images([(30 + 7 * i, 40, 3) for i in range(6)])
+    labelled = tf.data.Dataset.zip(dataset, tf.data.Dataset.range(6))
+
+    def batches():
+        pairs = data.two_view_dataset(dataset, 3, augmentation="small", seed=1, shuffle_buffer=0)
+        train = data.labelled_dataset(labelled, 3, augmentation="small", train=True, seed=1)
+        return [np.concatenate(views) for views in zip(*pairs)] + [
+            np.concatenate([images for images, _ in train])
+        ]
+
+    per_batch = batches()
+    monkeypatch.setattr(pipeline, "BATCH_AUGMENT_MAX_PIXELS", 0)  # every view per image
+    for got, want in zip(batches(), per_batch):
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_input_context_gives_each_replica_its_shard_and_its_batch():

@@ -1,12 +1,20 @@
 """Input pipelines: pairs of augmented views for pretraining, labelled images for evaluation.
 
     source (tfds name, folder or tf.data.Dataset) -> shard -> shuffle -> zip with per-element seeds
-      -> parallel map: decode (fused decode-and-crop for JPEG) + augment -> skip unreadable images
-      -> batch (drop remainder) -> prefetch
+      -> parallel map: decode (fused decode-and-crop for JPEG), crop, resize, and draw the other
+         random choices -> skip unreadable images -> batch (drop remainder)
+      -> parallel map on batches: flip, colour jitter, grayscale, blur, solarize, normalise
+      -> prefetch
 
-The per-image work is TensorFlow ops only (no Python), and every random choice is a stateless
-function of a per-element seed drawn from `tf.data.Dataset.random(seed)`: with the same seed the
-pipeline yields the same batches, whatever the parallelism, and a new epoch draws new views.
+Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
+once per batch (`augment.apply_view_params_batch`): in tf.data an op costs about as much per call
+as a small image's arithmetic, so for Fashion-MNIST or CIFAR a batch costs about 3x less CPU.
+Views larger than `BATCH_AUGMENT_MAX_PIXELS` (ImageNet's 224) are augmented per image, inside the
+first map, as batches of one: there the arithmetic dominates, and a batch's tensors would outgrow
+the CPU's caches. The work is TensorFlow ops only (no Python), and every random choice is a
+stateless function of a per-element seed drawn from `tf.data.Dataset.random(seed)`: with the same
+seed the pipeline yields the same batches, whatever the parallelism or where the augmentation
+runs, and a new epoch draws new views.
 """
 
 import dataclasses
@@ -19,6 +27,11 @@ from keras_vicreg import augment
 from keras_vicreg.data import sources
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Views of at most this many pixels are augmented per batch, where per image tf.data's cost per op
+# would dominate; larger ones per image, where a batch's tensors would outgrow the CPU's caches.
+# (ImageNet views' CPU time per batch, relative to per image: 0.5 at 64 pixels, 0.9 at 96, 1 at
+# 128, 1.4 at 160.)
+BATCH_AUGMENT_MAX_PIXELS = 96 * 96
 
 
 def decode_and_crop(data, window_fn, channels):
@@ -50,11 +63,74 @@ def decode_and_crop(data, window_fn, channels):
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
+def _two_view_crops(image, crop_seeds, views):
+    """Both views' crops of an image, a JPEG decoded per view with its crop only.
+
+    Only the decoding branches on the format (control flow inside tf.data functions is costly,
+    nested control flow more so); both crop windows are drawn in one vectorised computation.
+    """
+    draws = tf.stack([tf.random.stateless_uniform([augment.CROP_DRAWS], s) for s in crop_seeds])
+
+    def windows(shape):
+        scales, ratios = [v.crop_scale for v in views], [v.crop_ratio for v in views]
+        return tf.unstack(augment.crop_windows(shape, draws, scales, ratios))
+
+    if image.dtype != tf.string:
+        return [augment.crop_to_window(image, window) for window in windows(tf.shape(image))]
+
+    def fused():
+        shape = tf.image.extract_jpeg_shape(image)
+        return [
+            tf.image.decode_and_crop_jpeg(image, window, channels=view.channels)
+            for window, view in zip(windows(shape), views)
+        ]
+
+    def decode_once():
+        decoded = tf.io.decode_image(image, channels=views[0].channels, expand_animations=False)
+        return [augment.crop_to_window(decoded, window) for window in windows(tf.shape(decoded))]
+
+    return tf.cond(tf.io.is_jpeg(image), fused, decode_once)
+
+
+def _resized_two_views(image, seed, augmentation):
+    """The per-image half of `encoded_two_views`: both views resized, and their random draws.
+
+    Args:
+        image: a scalar string tensor (encoded image), or a decoded image tensor.
+        seed: int tensor of shape (2,).
+        augmentation: a `TwoViewAugmentation`.
+
+    Returns:
+        (image_a, draws_a, image_b, draws_b): per view, its crop from `augment.resize_crop` and
+        the `augment.VIEW_DRAWS` uniform draws of its other choices; `_augment_two_views` finishes
+        batches of them.
+    """
+    views = (augmentation.view_a, augmentation.view_b)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop_seeds, params_seeds = zip(*(augment.split_view_seed(s) for s in seeds))
+    crops = _two_view_crops(image, crop_seeds, views)
+    resized = [augment.resize_crop(crop, view) for crop, view in zip(crops, views)]
+    draws = [tf.random.stateless_uniform([augment.VIEW_DRAWS], s) for s in params_seeds]
+    return resized[0], draws[0], resized[1], draws[1]
+
+
+def _augment_two_views(image_a, draws_a, image_b, draws_b, augmentation):
+    """The per-batch half of `encoded_two_views`, on batches of `_resized_two_views`' outputs.
+
+    Returns:
+        (view_a, view_b), each float32 (batch, size, size, channels), normalised.
+    """
+    return tuple(
+        augment.apply_view_params_batch(images, augment.view_params(draws, view), view)
+        for images, draws, view in (
+            (image_a, draws_a, augmentation.view_a),
+            (image_b, draws_b, augmentation.view_b),
+        )
+    )
+
+
 def encoded_two_views(image, seed, augmentation):
     """`augment.two_views` of an encoded image: JPEGs decoded per view with their crop only.
-
-    Only the decoding branches on the format; both views are then augmented outside the branch
-    (control flow inside tf.data functions is costly, nested control flow more so).
 
     Args:
         image: a scalar string tensor (encoded image), or a decoded image tensor.
@@ -65,31 +141,13 @@ def encoded_two_views(image, seed, augmentation):
         (view_a, view_b); the same views as `augment.two_views` of the decoded image.
     """
     augmentation = augment.get_augmentation(augmentation)
-    if image.dtype != tf.string:
-        return augment.two_views(image, seed, augmentation)
-    views = (augmentation.view_a, augmentation.view_b)
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    crop_seeds, params_seeds = zip(*(augment.split_view_seed(s) for s in seeds))
+    return _on_one(_augment_two_views, _resized_two_views(image, seed, augmentation), augmentation)
 
-    def window(shape, view, crop_seed):
-        return augment.sample_crop_window(shape, crop_seed, view.crop_scale, view.crop_ratio)
 
-    def fused():
-        shape = tf.image.extract_jpeg_shape(image)
-        return tuple(
-            tf.image.decode_and_crop_jpeg(image, window(shape, v, s), channels=v.channels)
-            for v, s in zip(views, crop_seeds)
-        )
-
-    def decode_once():
-        decoded = tf.io.decode_image(image, channels=views[0].channels, expand_animations=False)
-        shape = tf.shape(decoded)
-        return tuple(
-            augment.crop_to_window(decoded, window(shape, v, s)) for v, s in zip(views, crop_seeds)
-        )
-
-    crops = tf.cond(tf.io.is_jpeg(image), fused, decode_once)
-    return tuple(augment.augment_crop(crop, s, v) for crop, s, v in zip(crops, params_seeds, views))
+def _on_one(batch_fn, parts, *args):
+    """`batch_fn(*parts, *args)` of one element, as a batch of one."""
+    batch = tf.nest.map_structure(lambda part: part[None], parts)
+    return tf.nest.map_structure(lambda part: part[0], batch_fn(*batch, *args))
 
 
 def _select(dataset, keys):
@@ -117,11 +175,11 @@ def _select(dataset, keys):
     return dataset.map(lambda image: (image,))
 
 
-def _count_skipped(state, element):
-    """A `scan` step after `ignore_errors`: gaps in the element index are skipped images."""
+def _count_skipped(state, batch):
+    """A `scan` step over batches after `ignore_errors`: gaps in the element index are skips."""
     last, total = state
-    index, value = element
-    skipped = index - last - 1
+    index, value = batch
+    skipped = index[-1] - last - tf.size(index, tf.int64)
     total += skipped
 
     def warn():
@@ -135,26 +193,37 @@ def _count_skipped(state, element):
         return total
 
     total = tf.cond(skipped > 0, warn, lambda: total)
-    return (index, total), value
+    return (index[-1], total), value
 
 
-def _map_robustly(dataset, fn, seed, pipeline_id):
-    """Maps `fn(element, seed)` in parallel; elements whose map fails are skipped and counted.
+def _map_and_batch(
+    dataset, per_image, per_batch, view, *, seed, pipeline_id, batch_size, drop_remainder
+):
+    """Maps `per_image(element, seed)` in parallel, batches, and maps `per_batch` on the batches.
 
-    A skip shows as a gap in the element index of the next element that maps: each is counted in
-    a warning on stderr then, so a skip after an epoch's last readable image goes uncounted.
+    For views of more than `BATCH_AUGMENT_MAX_PIXELS`, `per_batch` runs inside the per-image map
+    instead, on batches of one. Elements whose map fails are skipped: a skip shows as a gap in the
+    element index of the next batch, counted in a warning on stderr then, so skips after an
+    epoch's last batch (or in its dropped remainder) go uncounted.
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
-    dataset = tf.data.Dataset.zip(dataset.enumerate(), seeds)
-    dataset = dataset.map(
-        lambda indexed, element_seed: (indexed[0], fn(indexed[1], element_seed)),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
+    batched = view.image_size**2 <= BATCH_AUGMENT_MAX_PIXELS
+
+    def indexed(element, indexed_seed):
+        index, element_seed = indexed_seed
+        parts = per_image(element, tf.stack([element_seed, tf.constant(pipeline_id, tf.int64)]))
+        return index, (parts if batched else _on_one(per_batch, parts))
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).enumerate()
+    dataset = tf.data.Dataset.zip(dataset, seeds)
+    dataset = dataset.map(indexed, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.ignore_errors(log_warning=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    # Counted per batch: per element, the count would cost as much as a small image's crop.
     initial = (tf.constant(-1, tf.int64), tf.constant(0, tf.int64))
-    return dataset.scan(initial, _count_skipped)
+    dataset = dataset.scan(initial, _count_skipped)
+    if batched:
+        dataset = dataset.map(per_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset
 
 
 def _resolve(
@@ -266,11 +335,23 @@ def two_view_dataset(
         dataset, sharded, seed, shuffle_buffer, input_context, batch_size
     )
 
-    def views(element, element_seed):
-        return encoded_two_views(element[0], element_seed, augmentation)
+    def resized(element, element_seed):
+        return _resized_two_views(element[0], element_seed, augmentation)
 
-    dataset = _map_robustly(dataset, views, seed, pipeline_id)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    def views(*batch):
+        return _augment_two_views(*batch, augmentation)
+
+    dataset = _map_and_batch(
+        dataset,
+        resized,
+        views,
+        augmentation.view_a,
+        seed=seed,
+        pipeline_id=pipeline_id,
+        batch_size=batch_size,
+        drop_remainder=drop_remainder,
+    )
+    return dataset.prefetch(AUTOTUNE)
 
 
 def _evaluation_view(view, train):
@@ -292,7 +373,12 @@ def _evaluation_view(view, train):
 
 
 def _labelled_image(image, seed, view, train, crop_fraction):
-    """The evaluation preprocessing of one image: random resized crop + flip, or centre crop."""
+    """The per-image half of the evaluation preprocessing: random resized or centre crop, resized.
+
+    Returns:
+        (image, draws): the crop from `augment.resize_crop` and the `augment.VIEW_DRAWS` uniform
+        draws of its flip; `augment.apply_view_params_batch` finishes batches of them.
+    """
     crop_seed, params_seed = augment.split_view_seed(seed)
     if train:
 
@@ -307,7 +393,8 @@ def _labelled_image(image, seed, view, train, crop_fraction):
         crop = decode_and_crop(image, window_fn, view.channels)
     else:
         crop = augment.crop_to_window(image, window_fn(tf.shape(image)))
-    return augment.augment_crop(crop, params_seed, view)
+    draws = tf.random.stateless_uniform([augment.VIEW_DRAWS], params_seed)
+    return augment.resize_crop(crop, view), draws
 
 
 def labelled_dataset(
@@ -382,10 +469,23 @@ def labelled_dataset(
         dataset, sharded, seed, shuffle_buffer, input_context, batch_size
     )
 
-    def preprocess(element, element_seed):
-        image = _labelled_image(element[0], element_seed, view, train, crop_fraction)
-        return image, element[1]
+    def resized(element, element_seed):
+        return _labelled_image(element[0], element_seed, view, train, crop_fraction), element[1]
 
-    dataset = _map_robustly(dataset, preprocess, seed, pipeline_id)
+    def finish(images_and_draws, labels):
+        images, draws = images_and_draws
+        params = augment.view_params(draws, view)
+        return augment.apply_view_params_batch(images, params, view), labels
+
     drop_remainder = train if drop_remainder is None else drop_remainder
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    dataset = _map_and_batch(
+        dataset,
+        resized,
+        finish,
+        view,
+        seed=seed,
+        pipeline_id=pipeline_id,
+        batch_size=batch_size,
+        drop_remainder=drop_remainder,
+    )
+    return dataset.prefetch(AUTOTUNE)
