@@ -22,31 +22,40 @@ _TERM_AXES = (("loss", "total loss"), ("invariance", "invariance (MSE)"),
               ("std", "mean std of embeddings"))
 
 
-class LossRecorder(keras.callbacks.Callback):
-    """Records the loss terms every `every` training steps, for `plot_loss_terms`.
+def read_scalars(log_dir, prefix="train/"):
+    """The scalars a run wrote to TensorBoard under `prefix`, for `plot_loss_terms`.
 
-    Keras reports each metric as its mean since the start of the epoch; the recorder stores those
-    running means with the global step at which they were read.
+    Read from the event files rather than recorded in memory, so that a run resumed after a kill
+    (whose event files are several, possibly overlapping) plots all of its steps; where two files
+    hold the same step, the value written last wins, as the resumed run recomputed that step.
 
     Args:
-        every: record every this many steps.
+        log_dir: the TensorBoard directory (`keras_vicreg.summaries.TensorBoardSummaries`').
+        prefix: the tags' prefix, removed from the names.
+
+    Returns:
+        (steps, terms): the sorted steps, and {name: values at those steps} (NaN where a name was
+        not written at a step).
     """
+    import tensorflow as tf
 
-    def __init__(self, every=10):
-        super().__init__()
-        if every < 1:
-            raise ValueError(f"`every` must be >= 1. Received: every={every}")
-        self.every = every
-        self.steps = []
-        self.terms = {}
-        self._step = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if logs and self._step % self.every == 0:
-            self.steps.append(self._step)
-            for name, value in logs.items():
-                self.terms.setdefault(name, []).append(float(value))
+    written = {}  # {name: {step: (wall time, value)}}
+    for path in tf.io.gfile.glob(f"{log_dir}/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if not value.tag.startswith(prefix):
+                    continue
+                number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
+                          else value.simple_value)
+                steps = written.setdefault(value.tag[len(prefix):], {})
+                if event.step not in steps or steps[event.step][0] <= event.wall_time:
+                    steps[event.step] = (event.wall_time, number)
+    steps = sorted({step for values in written.values() for step in values})
+    terms = {
+        name: [values[step][1] if step in values else np.nan for step in steps]
+        for name, values in written.items()
+    }
+    return steps, terms
 
 
 def plot_loss_terms(steps, terms, path):
@@ -72,7 +81,7 @@ def plot_loss_terms(steps, terms, path):
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-    figure.suptitle("VICReg loss terms during pretraining (running mean over each epoch)",
+    figure.suptitle("VICReg loss terms during pretraining (mean over each logged window)",
                     fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -92,11 +92,21 @@ def test_plots_write_decodable_pngs_and_reject_empty_input(tmp_path):
 
 
 @pytest.mark.backend_neutral
-def test_loss_recorder_keeps_every_nth_step():
-    recorder = plots.LossRecorder(every=2)
-    for batch in range(5):
-        recorder.on_train_batch_end(batch, {"loss": float(batch), "std": 1.0})
-    assert recorder.steps == [2, 4]
-    assert recorder.terms["loss"] == [1.0, 3.0]
-    with pytest.raises(ValueError, match="every"):
-        plots.LossRecorder(every=0)
+def test_read_scalars_joins_a_resumed_runs_event_files_the_last_write_winning(tmp_path):
+    import tensorflow as tf
+
+    from keras_vicreg.summaries import TensorBoardSummaries
+
+    # A run killed after step 30 resumes from its step-20 checkpoint and rewrites steps 30 and 40.
+    for steps, offset in (((10, 20, 30), 0.0), ((30, 40), 100.0)):
+        summaries = TensorBoardSummaries(str(tmp_path))
+        for step in steps:
+            summaries.step = step
+            summaries.write_scalars({"loss": step + offset, "std": 1.0})
+        summaries.writer.close()
+        with tf.summary.create_file_writer(str(tmp_path)).as_default(step=5):
+            tf.summary.scalar("embeddings/effective_rank", 3.0)  # another prefix: left out
+    steps, terms = plots.read_scalars(str(tmp_path))
+    assert steps == [10, 20, 30, 40]
+    assert terms["loss"] == [10.0, 20.0, 130.0, 140.0]
+    assert sorted(terms) == ["loss", "std"]

@@ -54,20 +54,19 @@ ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw p
 
 
 def pretrain_and_export(config, workdir, data):
-    """Pretrains (or resumes) as `trainers.pretrain` does, recording the loss terms; exports."""
+    """Pretrains (or resumes) as `trainers.pretrain` does, and exports."""
     model = pretrain.make_model(config, data.channels, strategy=None)
     jit_compile = "auto" if config.jit_compile is None else config.jit_compile
     model.compile(optimizer=pretrain.make_optimizer(config), jit_compile=jit_compile)
     start_step = pretrain.restore_checkpoint(model, config, workdir)
-    recorder = plots.LossRecorder(every=config.log_every_steps)
     checkpointing.resumable_fit(
         model, data.epoch, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
         initial_step=start_step,
-        callbacks=pretrain.make_callbacks(config, workdir, data, start_step) + [recorder],
+        callbacks=pretrain.make_callbacks(config, workdir, data, start_step),
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
     )
     pretrain.export(model, config, workdir, data)
-    return model, recorder
+    return model
 
 
 def features(features_fn, evaluation, augmentation, data_dir):
@@ -101,9 +100,10 @@ def table(rows):
     return "\n".join(lines)
 
 
-def write_plots(workdir, recorder, model, random_model, vicreg_test, random_test):
+def write_plots(workdir, model, random_model, vicreg_test, random_test):
     """The loss terms, the embeddings' per-dimension std, the PCA of the test representations."""
-    plots.plot_loss_terms(recorder.steps, recorder.terms, os.path.join(workdir, "loss_terms.png"))
+    steps, terms = plots.read_scalars(os.path.join(workdir, "tensorboard"))
+    plots.plot_loss_terms(steps, terms, os.path.join(workdir, "loss_terms.png"))
     embeddings = keras.ops.convert_to_numpy(model.expander(vicreg_test[0], training=False))
     reference = keras.ops.convert_to_numpy(random_model.expander(random_test[0], training=False))
     plots.plot_std_histogram(embeddings, os.path.join(workdir, "embedding_std.png"),
@@ -127,7 +127,7 @@ def main(argv):
     random_model = pretrain.make_model(config, data.channels, strategy=None)
 
     pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
-    model, recorder = pretrain_and_export(config, workdir, data)
+    model = pretrain_and_export(config, workdir, data)
     pretrain_seconds = time.time() - pretrain_start
     pretrain_cpu_seconds = time.process_time() - pretrain_cpu_start
 
@@ -139,7 +139,7 @@ def main(argv):
     pixels = features(lambda x: tf.reshape(x, [tf.shape(x)[0], -1]), evaluation, augmentation,
                       data_dir)
     rows = {name: score(*pair, evaluation) for name, pair in zip(ROWS, (vicreg, random, pixels))}
-    write_plots(workdir, recorder, model, random_model, vicreg[1], random[1])
+    write_plots(workdir, model, random_model, vicreg[1], random[1])
 
     total_seconds, total_cpu_seconds = time.time() - start, time.process_time()
     markdown = table(rows) + (
