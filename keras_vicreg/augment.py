@@ -361,7 +361,10 @@ def resize(image, image_size, interpolation="bicubic", antialias=False):
 
 
 def convert_channels(image, channels):
-    """Converts a channels-last image with 1, 3 or 4 (RGBA: alpha dropped) channels to 1 or 3."""
+    """Converts channels-last images with 1, 3 or 4 (RGBA: alpha dropped) channels to 1 or 3.
+
+    `image` is one image (height, width, channels) or a batch of them.
+    """
     have = image.shape[-1]
     if have not in (1, 3, 4):
         raise ValueError(
@@ -371,7 +374,7 @@ def convert_channels(image, channels):
     if have == 4:
         image = image[..., :3]
     if have == 1 and channels == 3:
-        return tf.tile(image, [1, 1, 3])
+        return tf.tile(image, [1] * (len(image.shape) - 1) + [3])
     if have != 1 and channels == 1:
         return tf.tensordot(image, tf.constant(_LUMA, image.dtype), axes=[[-1], [0]])[..., None]
     return image
@@ -384,6 +387,119 @@ def resize_crop(crop, view):
     """
     image = resize(crop, view.image_size, view.interpolation, view.antialias)
     return convert_channels(image, view.channels)
+
+
+# The interpolations `resize_windows` computes as `tf.image.resize` does (without antialiasing).
+BATCH_RESIZE_INTERPOLATIONS = ("bilinear", "bicubic")
+# TensorFlow's bicubic resize reads its weights from a table of 1024 fractions of a pixel.
+_BICUBIC_TABLE_SIZE = 1024
+
+
+def _keys_cubic(distance):
+    """The Keys cubic convolution kernel (a = -0.5) of TensorFlow's half-pixel bicubic resize."""
+    x = tf.abs(distance)
+    near = (1.5 * x - 2.5) * x * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return tf.where(x <= 1.0, near, tf.where(x < 2.0, far, 0.0))
+
+
+def _resize_matrices(offsets, lengths, in_size, out_size, interpolation):
+    """(batch, out_size, in_size) matrices that resize each row's window of an axis.
+
+    Row b maps the `in_size` pixels of an axis to `out_size` samples of its window
+    `[offsets[b], offsets[b] + lengths[b])`, as `tf.image.resize` of the cropped window does:
+    half-pixel centres, taps clamped to the window (bilinear) or outside it weighted 0 and the rest
+    renormalised (bicubic, whose fractions are rounded to TensorFlow's table of 1/1024 pixel).
+    """
+    offsets = tf.cast(offsets, tf.float32)[:, None, None]
+    lengths = tf.cast(lengths, tf.float32)[:, None, None]
+    samples = tf.range(out_size, dtype=tf.float32)[None, :, None]
+    position = (samples + 0.5) * lengths / out_size - 0.5  # in the window's coordinates
+    base = tf.floor(position)
+    fraction = position - base
+    if interpolation == "bilinear":
+        taps = tf.constant([0.0, 1.0])
+        weights = tf.concat([1.0 - fraction, fraction], axis=-1)
+        index = tf.clip_by_value(base + taps, 0.0, lengths - 1.0)
+    else:
+        fraction = tf.round(fraction * _BICUBIC_TABLE_SIZE) / _BICUBIC_TABLE_SIZE
+        taps = tf.constant([-1.0, 0.0, 1.0, 2.0])
+        index = base + taps
+        inside = (index >= 0.0) & (index <= lengths - 1.0)
+        weights = tf.where(inside, _keys_cubic(fraction - taps), 0.0)
+        weights /= tf.reduce_sum(weights, axis=-1, keepdims=True)
+        index = tf.clip_by_value(index, 0.0, lengths - 1.0)
+    columns = tf.one_hot(tf.cast(offsets + index, tf.int32), in_size)  # (batch, out, taps, in)
+    return tf.einsum("bot,boti->boi", weights, columns)
+
+
+def resize_windows(images, windows, view):
+    """The crops `windows` of a batch of same-size images, each resized as `resize_crop` does.
+
+    One matrix product per axis resizes the whole batch (`_resize_matrices`), where cropping and
+    resizing image by image costs a few ops per image: for small images (Fashion-MNIST, CIFAR) the
+    ops, not the pixels, are the cost of a tf.data pipeline.
+
+    Args:
+        images: uint8 (0..255) or float (0..1) tensor (batch, height, width, channels).
+        windows: int32 (batch, 4), `[offset_y, offset_x, crop_height, crop_width]` per image.
+        view: a `ViewAugmentation` with an interpolation of `BATCH_RESIZE_INTERPOLATIONS` and
+            without antialiasing.
+
+    Returns:
+        float32 (batch, image_size, image_size, view channels) in [0, 1]: equal, to float
+        rounding, to `resize_crop(crop_to_window(image, window), view)` image by image.
+    """
+    if view.interpolation not in BATCH_RESIZE_INTERPOLATIONS or view.antialias:
+        raise ValueError(
+            "Batches are resized bilinearly or bicubically without antialiasing; resize other views "
+            "image by image (`resize_crop`). Received: "
+            f"interpolation={view.interpolation!r}, antialias={view.antialias}"
+        )
+    if len(images.shape) != 4 or None in images.shape[1:]:
+        raise ValueError(
+            "`images` must be a batch of images of one known size, (batch, height, width, "
+            f"channels). Received: images.shape={images.shape}"
+        )
+    _, height, width, _ = images.shape
+    size = view.image_size
+    rows = _resize_matrices(windows[:, 0], windows[:, 2], height, size, view.interpolation)
+    columns = _resize_matrices(windows[:, 1], windows[:, 3], width, size, view.interpolation)
+    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+    pixels = tf.cast(images, tf.float32)
+    resized = tf.einsum("bswc,btw->bstc", tf.einsum("bsh,bhwc->bswc", rows, pixels), columns)
+    return convert_channels(tf.clip_by_value(resized * scale, 0.0, 1.0), view.channels)
+
+
+def batch_two_views(images, seed, augmentation):
+    """Both views of a batch of same-size images, every random choice drawn for the batch at once.
+
+    The cheapest route (`keras_vicreg.data.two_view_dataset(..., whole_batches=True)`): crop
+    windows, crops and resizes (`resize_windows`) and the other choices
+    (`apply_view_params_batch`) are batch operations. The choices follow the same distributions as
+    `two_views`, but they are drawn from the batch's seed, so the views are not those of
+    `two_views` with per-image seeds.
+
+    Args:
+        images: uint8 or float tensor (batch, height, width, channels), one size.
+        seed: int tensor of shape (2,), the batch's seed.
+        augmentation: a `TwoViewAugmentation` or a preset name.
+
+    Returns:
+        (view_a, view_b), each float32 (batch, image_size, image_size, channels), normalised.
+    """
+    augmentation = get_augmentation(augmentation)
+    batch = tf.shape(images)[0]
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    views = []
+    for view, crop_seed, params_seed in zip(
+        (augmentation.view_a, augmentation.view_b), seeds[0::2], seeds[1::2]
+    ):
+        draws = tf.random.stateless_uniform([batch, CROP_DRAWS], crop_seed)
+        windows = crop_windows(tf.shape(images)[1:], draws, [view.crop_scale], [view.crop_ratio])
+        params = view_params(tf.random.stateless_uniform([batch, VIEW_DRAWS], params_seed), view)
+        views.append(apply_view_params_batch(resize_windows(images, windows, view), params, view))
+    return tuple(views)
 
 
 def view_shape(view):

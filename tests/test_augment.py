@@ -434,3 +434,86 @@ def test_views_are_deterministic_given_a_seed_eagerly_and_in_tf_data():
     assert np.abs(first - second).max() > 0.1  # the two views differ
     other, _ = augment.two_views(image, seeds[1], small)
     assert np.abs(first - other).max() > 0.1  # another seed, another view
+
+
+@pytest.mark.parametrize(
+    "interpolation, image_size, channels_in, channels_out",
+    [("bicubic", 28, 1, 1), ("bicubic", 16, 3, 3), ("bilinear", 40, 3, 1), ("bicubic", 32, 1, 3)],
+)
+def test_resize_windows_equals_tf_image_resize_of_each_crop(
+    interpolation, image_size, channels_in, channels_out
+):
+    # Windows of every shape, smaller and larger than the output (down- and upsampling), at the
+    # edges too: the bicubic taps outside a window are dropped and the rest renormalised.
+    view = dataclasses.replace(
+        augment.get_augmentation("small" if channels_out == 3 else "grayscale", image_size).view_a,
+        interpolation=interpolation,
+    )
+    images = np.random.default_rng(0).integers(0, 256, (48, 30, 36, channels_in), np.uint8)
+    draws = tf.random.stateless_uniform([48, augment.CROP_DRAWS], [3, 4])
+    windows = augment.crop_windows((30, 36), draws, [(0.02, 1.0)], [(0.4, 2.5)])
+    batch = augment.resize_windows(tf.constant(images), windows, view)
+    for image, window, resized in zip(images, windows, batch):
+        crop = augment.crop_to_window(tf.constant(image), window)
+        expected = tf.image.resize(crop, [image_size] * 2, interpolation) / 255.0
+        expected = augment.convert_channels(tf.clip_by_value(expected, 0.0, 1.0), channels_out)
+        np.testing.assert_allclose(resized, expected, atol=5e-6)
+
+
+def test_resize_windows_refuses_what_it_does_not_compute_as_tf_image_resize():
+    images = tf.zeros([2, 8, 8, 1], tf.uint8)
+    windows = tf.constant([[0, 0, 8, 8]] * 2)
+    view = augment.get_augmentation("grayscale", 8).view_a
+    for changes in (dict(interpolation="area"), dict(antialias=True)):
+        with pytest.raises(ValueError, match="Received: interpolation"):
+            augment.resize_windows(images, windows, dataclasses.replace(view, **changes))
+    with pytest.raises(ValueError, match="images.shape"):
+        augment.resize_windows(tf.zeros([2, 8, 8]), windows, view)
+
+
+def _uniform_views(value, count, view):
+    """Both views of `count` constant images of `value` (of 255), from `batch_two_views`."""
+    images = tf.fill([count, 12, 12, view.channels], tf.constant(value, tf.uint8))
+    augmentation = augment.TwoViewAugmentation(name="test", view_a=view, view_b=view)
+    views = augment.batch_two_views(images, tf.constant([5, 6]), augmentation)
+    mean, std = view.mean[0], view.std[0]
+    return [np.asarray(v)[..., 0] * std + mean for v in views]  # back to [0, 1]
+
+
+def test_batch_two_views_draws_each_images_choices_at_the_tables_rates():
+    count = 4000
+    view = dataclasses.replace(augment.get_augmentation("grayscale", 12).view_a, solarize_prob=0.0)
+    # Constant images: crops, flips and contrast leave them as they are; brightness scales them by
+    # U[0.6, 1.4] on the 80% of images that are jittered.
+    for pixels in _uniform_views(77, count, view):
+        assert np.allclose(pixels.std(axis=(1, 2)), 0.0, atol=1e-5)
+        factors = pixels[:, 0, 0] / (77 / 255)
+        unjittered = np.isclose(factors, 1.0, atol=1e-5)
+        assert abs(unjittered.mean() - 0.2) < 0.03
+        assert 0.59 < factors.min() and factors.max() < 1.41
+        assert abs(np.mean(factors[~unjittered]) - 1.0) < 0.02
+    view = dataclasses.replace(view, jitter_prob=0.0, solarize_prob=0.3)
+    view_a, view_b = (pixels[:, 0, 0] > 0.5 for pixels in _uniform_views(200, count, view))
+    for inverted in (view_a, view_b):
+        assert abs((~inverted).mean() - 0.3) < 0.03  # 200 of 255 inverted to 55
+    assert abs(np.corrcoef(view_a, view_b)[0, 1]) < 0.06  # the two views choose independently
+
+
+def test_batch_two_views_flips_half_the_images():
+    view = dataclasses.replace(
+        augment.get_augmentation("grayscale", 16).view_a, jitter_prob=0.0, solarize_prob=0.0,
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+    )
+    augmentation = augment.TwoViewAugmentation(name="test", view_a=view, view_b=view)
+    # Left half dark, right half bright, the crops whole: a flipped view is bright on the left.
+    half = np.concatenate([np.zeros((16, 8)), np.full((16, 8), 255)], axis=1).astype(np.uint8)
+    images = tf.constant(np.repeat(half[None, :, :, None], 2000, axis=0))
+    flipped = []
+    for view_pixels in augment.batch_two_views(images, tf.constant([1, 2]), augmentation):
+        pixels = np.asarray(view_pixels)[..., 0] * view.std[0] + view.mean[0]
+        left, right = pixels[:, :, :8].mean(axis=(1, 2)), pixels[:, :, 8:].mean(axis=(1, 2))
+        assert np.all(np.abs(left - right) > 0.99)  # whole crops, exactly flipped or not
+        flipped.append(left > right)
+    for view_flipped in flipped:
+        assert abs(view_flipped.mean() - 0.5) < 0.04
+    assert abs(np.corrcoef(*flipped)[0, 1]) < 0.06

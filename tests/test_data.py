@@ -366,3 +366,59 @@ def test_pairs_feed_fit_of_a_model_with_a_custom_train_step_on_pairs():
     history = model.fit(pairs, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.isfinite(history.history["loss"]).all()
+
+
+def _identity_augmentation(size):
+    """Views that are the images themselves (whole crops, no choices), in [0, 1]."""
+    view = augment.ViewAugmentation(
+        image_size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0,
+        jitter_prob=0.0, saturation=0.0, hue=0.0, grayscale_prob=0.0, blur_prob=0.0,
+        solarize_prob=0.0, mean=(0.0,),
+        std=(1.0,),
+    )
+    return augment.TwoViewAugmentation(name="identity", view_a=view, view_b=view)
+
+
+def _array_epoch(images, batch_size, **kwargs):
+    """The image indices of each batch of `two_view_dataset` of an array (pixel = index)."""
+    pairs = data.two_view_dataset(images, batch_size, augmentation=_identity_augmentation(4),
+                                  **kwargs)
+    batches = []
+    for view_a, view_b in pairs:
+        np.testing.assert_array_equal(view_a, view_b)
+        batches.append(np.rint(np.asarray(view_a)[:, 0, 0, 0] * 255).astype(int))
+    return batches
+
+
+def test_arrays_are_shuffled_whole_by_seed_and_batched_without_a_per_image_op():
+    images = np.broadcast_to(np.arange(50, dtype=np.uint8)[:, None, None, None], (50, 4, 4, 1))
+    epoch = _array_epoch(images, 8, seed=3)
+    assert len(epoch) == 6 and all(len(batch) == 8 for batch in epoch)  # remainder dropped
+    seen = np.concatenate(epoch)
+    assert len(set(seen)) == 48 and set(seen) <= set(range(50))  # each image at most once
+    assert [list(b) for b in epoch] == [list(b) for b in _array_epoch(images, 8, seed=3)]
+    assert not np.array_equal(seen, np.concatenate(_array_epoch(images, 8, seed=4)))
+    unshuffled = _array_epoch(images, 8, seed=3, shuffle_buffer=0, drop_remainder=False)
+    np.testing.assert_array_equal(np.concatenate(unshuffled), np.arange(50))
+    assert len(unshuffled[-1]) == 2
+
+
+def test_arrays_give_each_replica_its_shard_and_its_batch():
+    images = np.broadcast_to(np.arange(40, dtype=np.uint8)[:, None, None, None], (40, 4, 4, 1))
+    shards = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 2)
+        shards.append(np.concatenate(_array_epoch(images, 8, seed=1, input_context=context)))
+    assert [len(shard) for shard in shards] == [20, 20]  # per-replica batches of 4
+    assert set(shards[0]).isdisjoint(shards[1]) and len(set(shards[0]) | set(shards[1])) == 40
+
+
+def test_arrays_views_follow_the_augmentation():
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), np.uint8)
+    augmentation = augment.get_augmentation("grayscale", 28)
+    view_a, view_b = next(iter(data.two_view_dataset(images, 32, augmentation=augmentation,
+                                                      seed=0)))
+    assert view_a.shape == view_b.shape == (32, 28, 28, 1)
+    assert not np.allclose(view_a, view_b)
+    with pytest.raises(ValueError, match="Received: shape"):
+        data.two_view_dataset(images[..., 0], 32, augmentation=augmentation)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_vicreg.data import fashion_mnist
@@ -27,18 +28,22 @@ def _demo_config(**overrides):
     return config
 
 
-def test_in_memory_split_gives_the_views_of_the_files(fashion_mnist_dir):
-    # Unshuffled, the in-memory array and the files hold the images in the same order, and every
-    # view is a function of (image, per-element seed): the batches must be equal.
-    batches = []
-    for in_memory in (False, True):
-        config = _demo_config(split="train[:96]", num_examples=96, shuffle_buffer=0,
-                              in_memory=in_memory)
-        data = pretrain.Data(config, strategy=None, data_dir=fashion_mnist_dir)
-        batches.append([np.asarray(view) for view in next(iter(data.epoch(1)))])
-    for files, memory in zip(*batches):
-        assert files.shape == (16, 28, 28, 1)
-        np.testing.assert_array_equal(memory, files)
+def test_in_memory_split_holds_the_decoded_files_and_resumes_mid_epoch(fashion_mnist_dir):
+    config = _demo_config(split="train[:96]", num_examples=96, in_memory=True)
+    data = pretrain.Data(config, strategy=None, data_dir=fashion_mnist_dir)
+    files = tfds.load("fashion_mnist", split="train[:96]", data_dir=fashion_mnist_dir,
+                      batch_size=-1)["image"]
+    np.testing.assert_array_equal(data._source(), files)
+
+    def batches(epoch, skip=0):
+        return [[np.asarray(view) for view in pair] for pair in data.epoch(epoch, skip)]
+
+    epoch = batches(1)
+    assert len(epoch) == 96 // config.batch_size and epoch[0][0].shape == (16, 28, 28, 1)
+    for again, first in zip(batches(1, skip=2), epoch[2:]):  # a resumed epoch: the same batches
+        for view, expected in zip(again, first):
+            np.testing.assert_array_equal(view, expected)
+    assert not np.allclose(batches(2)[0][0], epoch[0][0])  # a new epoch draws new views
 
 
 def test_in_memory_needs_images_of_one_size(tmp_path):

@@ -104,9 +104,9 @@ class Data:
             self._source = lambda: _from_tensor_slices(images)
         else:
             builder = self._check_split_size()
-            if config.in_memory:
+            if config.in_memory:  # an array: two_view_dataset augments whole batches of it
                 images = self._decode_split(builder)
-                self._source = lambda: _from_tensor_slices(images)
+                self._source = lambda: images
             else:
                 self._source = lambda: config.dataset
 
