@@ -12,6 +12,8 @@ Fixed configurations, LARS, random images, batches already in memory:
   `mixed_bfloat16` where the CPU has bfloat16 instructions.
 - demo_keras_bn: the same with Keras' own BatchNormalization instead of `FusedBatchNormalization`
   (`keras_vicreg.batch_norm`), to show what the fused kernel saves.
+- demo_conv: the same with TensorFlow's own filter gradients instead of `MatmulGradConv2D`'s
+  (`keras_vicreg.conv`) on the last stage's 4 x 4 maps.
 
 All but demo and demo_keras_bn train in float32.
 Each (backend, model, compilation) runs in its own process, since a Keras backend is chosen once per
@@ -38,6 +40,7 @@ MODELS = {
     "resnet50_96px": dict(depth=50, stem="imagenet", size=96, batch=32, expander="8192-8192-8192"),
     "demo": _DEMO,
     "demo_keras_bn": {**_DEMO, "fused_batch_norm": False},
+    "demo_conv": {**_DEMO, "matmul_filter_gradients": False},
 }
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -61,6 +64,7 @@ def measure(model_name, jit_compile, warmup, steps):
         spec["depth"], stem=spec["stem"], input_shape=(size, size, channels),
         filters=spec.get("filters", (64, 128, 256, 512)),
         fused_batch_norm=spec.get("fused_batch_norm", True),
+        matmul_filter_gradients=spec.get("matmul_filter_gradients", True),
     )
     model = VICReg(backbone, spec["expander"])
     model.compile(optimizer=LARS(0.1), jit_compile=jit_compile)

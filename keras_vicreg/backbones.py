@@ -11,6 +11,7 @@ import re
 import keras
 
 from keras_vicreg.batch_norm import fuse_batch_norm
+from keras_vicreg.conv import use_matmul_filter_gradients
 
 _DEPTH_BLOCKS = {
     18: (2, 2, 2, 2),
@@ -154,6 +155,7 @@ def resnet(
     input_shape=(224, 224, 3),
     filters=_FILTERS,
     fused_batch_norm=True,
+    matmul_filter_gradients=True,
     name=None,
 ):
     """A ResNet mapping images to its globally average-pooled features, built offline.
@@ -176,6 +178,10 @@ def resnet(
             (`keras_vicreg.batch_norm`): the same layers and weights, computed by TensorFlow's fused
             kernel on the TensorFlow backend (1.6x faster training steps on a CPU) and by Keras'
             own on JAX and PyTorch.
+        matmul_filter_gradients: make the stride-1 Conv2D layers `MatmulGradConv2D`
+            (`keras_vicreg.conv`): on a CPU with TensorFlow, the filter gradients of maps of at
+            most 16 positions (the last stage on 28- or 32-pixel images) as one matrix product,
+            2.4x faster than oneDNN's kernel there; Keras' Conv2D everywhere else.
         name: the model's name; defaults to e.g. "resnet50_keras_hub".
 
     Returns:
@@ -219,6 +225,8 @@ def resnet(
         zero_init_residual_branches(model)
     if fused_batch_norm:
         fuse_batch_norm(model)
+    if matmul_filter_gradients:
+        use_matmul_filter_gradients(model)
     return model
 
 

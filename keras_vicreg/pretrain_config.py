@@ -82,6 +82,7 @@ def default_config():
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
     config.model.fused_batch_norm = True  # TensorFlow's fused kernel (keras_vicreg.batch_norm)
+    config.model.matmul_filter_gradients = True  # small maps on a CPU (keras_vicreg.conv)
     config.model.expander = "2048-2048-2048"
     config.model.sync_batch_norm = True
     config.model.covariance = "auto"

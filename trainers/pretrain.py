@@ -213,6 +213,7 @@ def make_model(config, channels, strategy):
             input_shape=input_shape,
             filters=tuple(options.filters),
             fused_batch_norm=options.fused_batch_norm,
+            matmul_filter_gradients=options.matmul_filter_gradients,
         )
     # Synchronised BatchNormalization matters, and exists, only across tf.distribute replicas.
     sync = (
