@@ -56,12 +56,17 @@ def two_views(images, batch_size, seed=0):
 
 
 def test_fit_lowers_the_loss_without_collapse():
+    # Over 8 seeds and 3 backends the last epoch's mean loss is 0.70-0.80 of the first's and
+    # every epoch is below the one before; the bounds below leave margin for that spread.
+    keras.utils.set_random_seed(0)
     model = keras_vicreg.VICReg(tiny_resnet(), expander="128-128")
     model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
     data = two_views(base_images(512), batch_size=32).repeat()
     history = model.fit(data, steps_per_epoch=40, epochs=5, verbose=0).history
     assert set(history) >= {"loss", "invariance", "variance", "covariance", "std"}
-    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    losses = history["loss"]
+    assert losses[-1] < 0.88 * losses[0]
+    assert all(later < earlier * 1.02 for earlier, later in zip(losses, losses[1:]))
     assert history["std"][-1] > 0.3
     assert all(np.isfinite(history["loss"]))
 
