@@ -14,6 +14,8 @@ the last.
 
 import keras
 
+from keras_vicreg import layer_classes
+
 # The fused kernel's input types; its scale, offset and statistics are float32.
 _FUSED_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -86,11 +88,6 @@ def fuse_batch_norm(model):
     Returns:
         The number of layers converted.
     """
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if type(layer) is keras.layers.BatchNormalization
-    ]
-    for layer in layers:
-        layer.__class__ = FusedBatchNormalization
-    return len(layers)
+    return layer_classes.swap_class(
+        model, keras.layers.BatchNormalization, FusedBatchNormalization
+    )
