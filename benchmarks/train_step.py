@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                                  # everything: a table
     python benchmarks/train_step.py --models resnet18_32px --backends jax --steps 10
+    python benchmarks/train_step.py --models demo --backends tensorflow --intra_op_threads 1
 
 Fixed configurations, LARS, random images, batches already in memory:
 
@@ -15,7 +16,8 @@ Fixed configurations, LARS, random images, batches already in memory:
 - demo_conv: the same with TensorFlow's own filter gradients instead of `MatmulGradConv2D`'s
   (`keras_vicreg.conv`) on the last stage's 4 x 4 maps.
 
-All but demo and demo_keras_bn train in float32.
+All but demo and demo_keras_bn train in float32. `--intra_op_threads N` sets TensorFlow's threads
+per op (the demo config's `tf_intra_op_threads`); the other backends ignore it.
 Each (backend, model, compilation) runs in its own process, since a Keras backend is chosen once per
 process. "compiled" is `jit_compile=True`: XLA for TensorFlow and JAX, `torch.compile` for PyTorch;
 "not compiled" is a `tf.function` graph (TensorFlow), op-by-op dispatch (JAX) or eager PyTorch.
@@ -45,10 +47,13 @@ MODELS = {
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def measure(model_name, jit_compile, warmup, steps):
+def measure(model_name, jit_compile, warmup, steps, intra_op_threads=None):
     """Runs `warmup + steps` training steps in this process; returns the measurements."""
     import keras
     import tensorflow as tf
+
+    if intra_op_threads and keras.backend.backend() == "tensorflow":
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
 
     from keras_vicreg import LARS
     from keras_vicreg import VICReg
@@ -90,6 +95,7 @@ def measure(model_name, jit_compile, warmup, steps):
         "steps_per_second": 1.0 / seconds_per_step,
         "first_steps_seconds": ends[warmup - 1] - start,
         "load_average": load,
+        "intra_op_threads": intra_op_threads,
     }
 
 
@@ -97,6 +103,8 @@ def _run_child(backend, model_name, jit_compile, args):
     command = [sys.executable, os.path.abspath(__file__), "--child", "--models", model_name,
                "--backends", backend, "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--compiled", "1" if jit_compile else "0"]
+    if args.intra_op_threads:
+        command += ["--intra_op_threads", str(args.intra_op_threads)]
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True,
@@ -124,11 +132,14 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="steps before timing (compile)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    parser.add_argument("--intra_op_threads", type=int,
+                        help="TensorFlow's threads per op (default: one per core)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.models[0], bool(args.compiled), args.warmup, args.steps)))
+        print(json.dumps(measure(args.models[0], bool(args.compiled), args.warmup, args.steps,
+                                 args.intra_op_threads)))
         return
 
     print(f"{os.cpu_count()} CPU cores; {args.steps} timed steps after {args.warmup} warm-up "

@@ -26,6 +26,8 @@ The keys (see `default_config` for the defaults):
     optimizer.*                LARS and its `WarmupCosine` schedule
     mixed_precision            "float32", "mixed_bfloat16" or "mixed_float16"
     jit_compile                None (Keras' "auto"), True or False
+    tf_intra_op_threads        TensorFlow's threads per op; None: its default (one per core). The
+                               JAX and PyTorch backends ignore it: their ops do not run there
     checkpoint_every_steps, keep_checkpoints
     log_every_steps            progress lines and TensorBoard scalars
     summary_every_steps, summary_examples, summary_image_pairs
@@ -102,6 +104,7 @@ def default_config():
 
     config.mixed_precision = "float32"
     config.jit_compile = config_dict.placeholder(bool)
+    config.tf_intra_op_threads = config_dict.placeholder(int)
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
     config.log_every_steps = 50
@@ -254,6 +257,8 @@ def _data_problems(flat, problems):
                 "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",
                 "config.log_every_steps", "config.summary_every_steps"):
         _at_least(problems, key, flat[key], 1)
+    if flat["config.tf_intra_op_threads"] is not None:
+        _at_least(problems, "config.tf_intra_op_threads", flat["config.tf_intra_op_threads"], 1)
     for key in ("config.shuffle_buffer", "config.summary_image_pairs"):
         _at_least(problems, key, flat[key], 0)
     _at_least(problems, "config.summary_examples", flat["config.summary_examples"], 2)

@@ -116,6 +116,7 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
         ("mixed_precision", "float16", "config.mixed_precision must be a dtype policy"),
         ("optimizer.end_factor", 1.5, "config.optimizer.end_factor must be in [0, 1]"),
         ("steps_per_epoch", 13, "config.steps_per_epoch must be at most num_examples // batch_size"),
+        ("tf_intra_op_threads", 0, "config.tf_intra_op_threads must be >= 1"),
     ],
 )
 def test_an_impossible_value_is_an_error(key, value, expected):
@@ -143,3 +144,26 @@ def test_a_value_of_the_wrong_type_is_an_error():
     config = load_config("tiny").to_dict()  # a plain dict has no field types to enforce
     config["batch_size"] = "32"
     assert "config.batch_size must be of type int" in _invalid(ml_collections.ConfigDict(config))
+
+
+def test_tf_intra_op_threads_sets_tensorflows_threads_per_op():
+    # In a fresh process: TensorFlow takes the setting only before its first op.
+    import subprocess
+    import sys
+
+    code = (
+        "import keras, tensorflow as tf\n"
+        "from trainers import pretrain\n"
+        "config = pretrain_config.default_config()\n"
+        "config.tf_intra_op_threads = 1\n"
+        "pretrain.set_threads(config)\n"
+        "expected = 1 if keras.backend.backend() == 'tensorflow' else 0\n"
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == expected\n"
+        "tf.constant(1.0) + 1.0\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", "from keras_vicreg import pretrain_config\n" + code],
+        cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
