@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up, then VICReg on Fashion-MNIST end to end on the CPU (57 minutes measured
-# on two shared cores, see the README): pretraining, export, linear and kNN evaluation against
+# The main job: set up, then VICReg on Fashion-MNIST end to end on the CPU (about 21 minutes measured
+# on two cores, see the README): pretraining, export, linear and kNN evaluation against
 # raw pixels and random weights, the table, plots and TensorBoard logs in the work directory.
 # Arguments go to trainers/demo.py, e.g.
 #   bash scripts/demo.sh --workdir=/tmp/my_demo --config=configs/fashion_mnist_demo.py:runlocal

@@ -53,6 +53,7 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
         # Ten classes: even a few hundred images and a few steps do better than chance.
         assert row["linear_top1"] > 0.15
     assert 0.0 < results["pretrain_seconds"] < results["total_seconds"]
+    assert results["start_step"] == 0
 
     for name in ("loss_terms.png", "embedding_std.png", "pca_test.png"):
         _assert_png(workdir / name)

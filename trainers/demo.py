@@ -55,7 +55,8 @@ ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw p
 
 
 def pretrain_and_export(config, workdir, data):
-    """Pretrains (or resumes) as `trainers.pretrain` does, and exports."""
+    """Pretrains (or resumes) as `trainers.pretrain` does, and exports; returns (model, the step
+    it started from)."""
     model = pretrain.make_model(config, data.channels, strategy=None)
     jit_compile = "auto" if config.jit_compile is None else config.jit_compile
     model.compile(optimizer=pretrain.make_optimizer(config), jit_compile=jit_compile)
@@ -67,7 +68,7 @@ def pretrain_and_export(config, workdir, data):
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
     )
     pretrain.export(model, config, workdir, data)
-    return model
+    return model, start_step
 
 
 def evaluation_images(evaluation, augmentation, data_dir):
@@ -133,6 +134,7 @@ def main(argv):
     start = time.time()
     config, evaluation = pretrain._CONFIG.value, _EVAL_CONFIG.value
     workdir = pretrain._WORKDIR.value
+    pretrain.set_threads(config)
     pretrain_config.validate(config)
     pretrain.save_config(config, workdir)
     prepare_fashion_mnist(pretrain._DATA_DIR.value)
@@ -142,7 +144,7 @@ def main(argv):
     random_model = pretrain.make_model(config, data.channels, strategy=None)
 
     pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
-    model = pretrain_and_export(config, workdir, data)
+    model, start_step = pretrain_and_export(config, workdir, data)
     pretrain_seconds = time.time() - pretrain_start
     pretrain_cpu_seconds = time.process_time() - pretrain_cpu_start
 
@@ -162,10 +164,13 @@ def main(argv):
         f"{pretrain_cpu_seconds / 60:.1f} min, total {total_cpu_seconds / 60:.1f} min "
         f"({keras.backend.backend()} backend, {os.cpu_count()} CPU cores)."
     )
+    if start_step:
+        markdown += (f" This run resumed at step {start_step} of {config.total_steps}: its times "
+                     "leave out the steps before.")
     print(markdown, flush=True)
     with open(os.path.join(workdir, "results.md"), "w") as file:
         file.write(markdown + "\n")
-    results = {"rows": rows, "pretrain_seconds": pretrain_seconds,
+    results = {"rows": rows, "pretrain_seconds": pretrain_seconds, "start_step": start_step,
                "pretrain_cpu_seconds": pretrain_cpu_seconds, "total_seconds": total_seconds,
                "total_cpu_seconds": total_cpu_seconds, "backend": keras.backend.backend(),
                "evaluation": evaluation.to_dict()}
