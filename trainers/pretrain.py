@@ -105,7 +105,8 @@ class Data:
         else:
             builder = self._check_split_size()
             if config.in_memory:  # an array: two_view_dataset augments whole batches of it
-                images = self._decode_split(builder)
+                # One host tensor for every epoch's pipeline, not a copy of the array per epoch.
+                images = _host_tensor(self._decode_split(builder))
                 self._source = lambda: images
             else:
                 self._source = lambda: config.dataset
@@ -177,6 +178,13 @@ class Data:
         """The first `summary_examples` pairs of the first epoch, as numpy arrays."""
         batch = next(iter(self._pipeline(0, self.config.summary_examples).take(1)))
         return tuple(np.asarray(view) for view in batch)
+
+
+def _host_tensor(array):
+    import tensorflow as tf
+
+    with tf.device("CPU:0"):
+        return tf.convert_to_tensor(array)
 
 
 def _from_tensor_slices(images):
@@ -366,8 +374,9 @@ def save_config(config, workdir):
 def set_threads(config):
     """Applies `config.tf_intra_op_threads`; call it before TensorFlow runs its first op.
 
-    On a 2-core CPU, one thread per op (two ops side by side) trains the demo's ResNet-18 about
-    6% faster than two threads on every op (`benchmarks/train_step.py --intra_op_threads`).
+    On a 2-core CPU, one thread per op (two ops side by side) trained the demo's ResNet-18 in
+    0.42-0.43 s per step against 0.45-0.46 s with two threads on every op (timing `fit` on random
+    views, as `benchmarks/train_step.py --intra_op_threads 1` does).
     """
     threads = config.tf_intra_op_threads
     if threads is not None and threads >= 1 and keras.backend.backend() == "tensorflow":
