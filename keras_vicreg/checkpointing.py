@@ -10,10 +10,10 @@ one. Here the resume point is the step (the number of batches trained on):
   renamed, keeping the last few (local paths and, through `tf.io.gfile`, cloud storage). List it
   after `keras_vicreg.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
 - `restore_latest` loads the newest complete checkpoint and returns its step.
-- `resumable_fit` trains from that step to the end, one `fit` per epoch, on
-  `make_dataset(epoch, skip)`: the epoch's batches in a fixed order (a function of the seed and the
-  epoch only), without the batches already trained on. With deterministic kernels (the default on CPU), a killed and resumed
-  run then reaches the same weights as an uninterrupted one.
+- `resumable_fit` trains from that step to the end on `make_dataset(epoch, skip)`: the epoch's
+  batches in a fixed order (a function of the seed and the epoch only), without the batches
+  already trained on. With deterministic kernels (the default on CPU), a killed and resumed run
+  then reaches the same weights as an uninterrupted one.
 
 The step counts batches, not optimizer updates: under `mixed_float16` a step with non-finite
 gradients is skipped by the loss-scale optimizer (its `iterations` do not move), but its batch has
@@ -24,6 +24,7 @@ import os
 import re
 
 import keras
+import tensorflow as tf
 from tensorflow.io import gfile
 
 _NAME = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
@@ -141,11 +142,17 @@ class StepCheckpoint(keras.callbacks.Callback):
             gfile.remove(path)
 
 
-class _StopAfterEpoch(keras.callbacks.Callback):
-    """Ends `fit` after its first epoch, so that each epoch can read its own dataset."""
+class _StopAtEpoch(keras.callbacks.Callback):
+    """Ends `fit` once epoch `last` (counted from 1) is done, so that `fit` can be told the run's
+    real number of epochs (for progress bars and callbacks) and still cover only some of them."""
+
+    def __init__(self, last):
+        super().__init__()
+        self.last = last
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.stop_training = True
+        if epoch + 1 >= self.last:
+            self.model.stop_training = True
 
 
 def resumable_fit(
@@ -157,12 +164,19 @@ def resumable_fit(
     initial_step=0,
     callbacks=(),
     verbose=0,
+    epochs_per_fit=16,
 ):
-    """Trains from `initial_step` to `epochs * steps_per_epoch`, one `fit` per epoch.
+    """Trains from `initial_step` to `epochs * steps_per_epoch` on each epoch's own dataset.
 
     Epoch `e` reads `make_dataset(e, skip)`: its batches in a fixed order, the first `skip` of them
     left out (non-zero only for the epoch a run resumes in). Keras sees the real epoch numbers
     (`initial_epoch`), so progress bars and epoch-level callbacks read as in one `fit`.
+
+    A partly trained epoch gets a `fit` of its own. The whole epochs after it are `tf.data`
+    datasets concatenated up to `epochs_per_fit` at a time, each group one `fit` reading one
+    iterator: a `fit` per epoch cost the 2-core demo 5-13 s between epochs (the finished epoch's
+    iterator torn down and a new one started while training waited). Other datasets (such as
+    `tf.distribute` distributed ones, which cannot be concatenated) get a `fit` per epoch.
 
     Args:
         model: a compiled `keras.Model`, restored to `initial_step` (see `restore_latest`).
@@ -174,6 +188,7 @@ def resumable_fit(
         initial_step: the step to start from.
         callbacks: `fit` callbacks, used for every epoch (a `StepCheckpoint` among them last).
         verbose: `fit`'s verbosity.
+        epochs_per_fit: the most whole epochs one `fit` covers (>= 1).
 
     Returns:
         The step reached: `epochs * steps_per_epoch`.
@@ -184,15 +199,27 @@ def resumable_fit(
             f"`initial_step` must be in [0, epochs * steps_per_epoch = {total}]: a checkpoint from "
             f"a longer run? Received: initial_step={initial_step}"
         )
-    callbacks = list(callbacks) + [_StopAfterEpoch()]
-    for epoch in range(initial_step // steps_per_epoch, epochs):
-        skip = max(initial_step - epoch * steps_per_epoch, 0)
+    if epochs_per_fit < 1:
+        raise ValueError(
+            f"`epochs_per_fit` must be >= 1. Received: epochs_per_fit={epochs_per_fit}"
+        )
+    epoch, skip = divmod(initial_step, steps_per_epoch)
+    while epoch < epochs:
+        dataset = make_dataset(epoch, skip)
+        last = epoch + 1
+        if not skip and isinstance(dataset, tf.data.Dataset):
+            # Each epoch exactly `steps_per_epoch` batches, so that the next starts where it should.
+            dataset = dataset.take(steps_per_epoch)
+            while last < min(epoch + epochs_per_fit, epochs):
+                dataset = dataset.concatenate(make_dataset(last, 0).take(steps_per_epoch))
+                last += 1
         model.fit(
-            make_dataset(epoch, skip),
+            dataset,
             initial_epoch=epoch,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch - skip,
-            callbacks=callbacks,
+            callbacks=list(callbacks) + [_StopAtEpoch(last)],
             verbose=verbose,
         )
+        epoch, skip = last, 0
     return total

@@ -140,3 +140,62 @@ def test_resuming_past_the_end_is_an_error():
 def test_step_checkpoint_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError, match="Received"):
         checkpointing.StepCheckpoint(str(tmp_path), **kwargs)
+
+
+def make_longer_dataset(epoch, skip):
+    """Like `make_dataset`, with 2 batches more than an epoch trains on."""
+    rng = np.random.default_rng(2000 + epoch)
+    images = rng.normal(size=((STEPS_PER_EPOCH + 2) * BATCH, 8, 8, 3)).astype("float32")
+    noisy = images + 0.1 * rng.normal(size=images.shape).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((images, noisy)).batch(BATCH).skip(skip)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.fits, self.epochs = 0, []
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append((epoch, self.params["epochs"], self.params["steps"]))
+
+
+@pytest.mark.parametrize("dataset_fn", [make_dataset, make_longer_dataset])
+def test_one_fit_over_several_epochs_trains_as_a_fit_per_epoch(dataset_fn):
+    results = {}
+    for epochs_per_fit in (1, 16):
+        model, recorder = make_model(0), EpochRecorder()
+        checkpointing.resumable_fit(
+            model, dataset_fn, epochs=3, steps_per_epoch=STEPS_PER_EPOCH, callbacks=[recorder],
+            epochs_per_fit=epochs_per_fit,
+        )
+        results[epochs_per_fit] = state(model), recorder
+    assert results[1][1].fits == 3 and results[16][1].fits == 1
+    for _, recorder in results.values():  # the run's epoch numbers and length, either way
+        assert recorder.epochs == [(0, 3, STEPS_PER_EPOCH), (1, 3, STEPS_PER_EPOCH),
+                                   (2, 3, STEPS_PER_EPOCH)]
+    # Each epoch read from its own dataset's start, the longer ones included.
+    for a, b in zip(results[1][0], results[16][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fits_cover_at_most_epochs_per_fit_and_a_partial_epoch_alone():
+    model, recorder = make_model(0), EpochRecorder()
+    checkpointing.resumable_fit(
+        model, make_dataset, epochs=6, steps_per_epoch=STEPS_PER_EPOCH, initial_step=2,
+        callbacks=[recorder], epochs_per_fit=2,
+    )
+    # Epoch 0 from step 2 alone, then epochs (1, 2), (3, 4) and 5.
+    assert recorder.fits == 4
+    assert [epoch for epoch, _, _ in recorder.epochs] == [0, 1, 2, 3, 4, 5]
+    assert recorder.epochs[0][2] == STEPS_PER_EPOCH - 2
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6 * STEPS_PER_EPOCH - 2
+
+
+def test_epochs_per_fit_below_one_is_an_error():
+    with pytest.raises(ValueError, match="epochs_per_fit"):
+        checkpointing.resumable_fit(
+            make_model(0), make_dataset, epochs=1, steps_per_epoch=4, epochs_per_fit=0
+        )
