@@ -150,6 +150,53 @@ def test_pipelines_give_the_same_batches_augmented_per_batch_or_per_image(monkey
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset, image_size, crop_fraction, dtype", [
+    ("grayscale", 28, 1.0, np.uint8), ("small", 32, 32 / 37, np.uint8),
+    ("imagenet", 24, 224 / 256, np.float32),
+])
+def test_arrays_give_the_evaluation_batches_of_the_image_by_image_pipeline(
+    preset, image_size, crop_fraction, dtype
+):
+    channels = augment.get_augmentation(preset, image_size).view_a.channels
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (11, 30, 30, 1 if channels == 1 else 3), np.uint8)
+    images = images if dtype == np.uint8 else (images / 255.0).astype(dtype)
+    labels = np.arange(11)
+
+    def batches(source):
+        return list(data.labelled_dataset(source, 4, augmentation=augment.get_augmentation(
+            preset, image_size), crop_fraction=crop_fraction))
+
+    per_image = batches(tf.data.Dataset.from_tensor_slices((images, labels)))
+    per_batch = batches((images, labels))
+    assert [len(b[0]) for b in per_batch] == [4, 4, 3]
+    for (got, got_labels), (want, want_labels) in zip(per_batch, per_image, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_array_equal(got_labels, want_labels)
+
+
+def test_array_sources_shard_train_and_reject_bad_arrays():
+    images = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(16)])
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, num_replicas_in_sync=2)
+        batches = list(data.labelled_dataset((images, np.arange(16)), 8, augmentation="small",
+                                             input_context=context))
+        assert [len(labels) for _, labels in batches] == [4, 4]
+        seen.append(np.concatenate([labels for _, labels in batches]))
+    assert sorted(np.concatenate(seen)) == list(range(16))
+    train = data.labelled_dataset((images, np.arange(16)), 5, augmentation="small", train=True,
+                                  seed=0)
+    assert [len(labels) for _, labels in train] == [5, 5, 5]  # shuffled, remainder dropped
+    with pytest.raises(ValueError, match="one label"):
+        data.labelled_dataset((images, np.arange(15)), 4, augmentation="small")
+    with pytest.raises(ValueError, match="shape \\(count, height, width, channels\\)"):
+        data.labelled_dataset((images[0], np.arange(8)), 4, augmentation="small")
+    with pytest.raises(ValueError, match="pair"):
+        data.labelled_dataset((images, np.arange(16), None), 4, augmentation="small")
+
+
 def test_input_context_gives_each_replica_its_shard_and_its_batch():
     images = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(16)])
     labelled = tf.data.Dataset.from_tensor_slices((images, np.arange(16)))

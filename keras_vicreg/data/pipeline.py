@@ -477,7 +477,11 @@ def labelled_dataset(
 
     Args:
         source: as in `two_view_dataset`; tf.data elements are dicts with `image_key` and
-            `label_key`, or tuples (image, label, ...).
+            `label_key`, or tuples (image, label, ...). Or a pair `(images, labels)` of arrays in
+            memory (images as in `two_view_dataset`, of one size): for evaluation each batch is
+            cropped and resized at once, the same preprocessing image by image without its cost
+            (the demo's 70,000 Fashion-MNIST images: 6 s with their decoding, against 14 s
+            image by image).
         batch_size: the global batch size.
         train: training preprocessing (random crop and flip, shuffled) or evaluation (centre crop).
         augmentation: a preset name or `augment.TwoViewAugmentation`: its view a gives the size,
@@ -503,6 +507,16 @@ def labelled_dataset(
         )
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     shuffle_buffer = (10_000 if train else 0) if shuffle_buffer is None else shuffle_buffer
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    if isinstance(source, tuple):
+        images, labels = _labelled_arrays(source)
+        if not train:
+            view = augment.get_augmentation(augmentation or "imagenet").view_a
+            return _array_evaluation_batches(
+                images, labels, batch_size, _evaluation_view(view, False), crop_fraction,
+                input_context, drop_remainder,
+            ).prefetch(AUTOTUNE)
+        source = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset, augmentation, sharded = _resolve(
         source,
         split,
@@ -529,7 +543,6 @@ def labelled_dataset(
         params = augment.view_params(draws, view)
         return augment.apply_view_params_batch(images, params, view), labels
 
-    drop_remainder = train if drop_remainder is None else drop_remainder
     dataset = _map_and_batch(
         dataset,
         resized,
@@ -541,3 +554,50 @@ def labelled_dataset(
         drop_remainder=drop_remainder,
     )
     return dataset.prefetch(AUTOTUNE)
+
+
+def _labelled_arrays(source):
+    """Checks a `(images, labels)` source; returns them as host tensors."""
+    if len(source) != 2:
+        raise ValueError(
+            "A tuple source must be a pair (images, labels) of arrays. "
+            f"Received: a tuple of {len(source)}"
+        )
+    with tf.device("CPU:0"):
+        images, labels = (tf.convert_to_tensor(part) for part in source)
+    if len(images.shape) != 4 or None in images.shape or images.dtype not in (tf.uint8, tf.float32):
+        raise ValueError(
+            "The images of an (images, labels) source must be uint8 (0..255) or float32 (0..1) of "
+            "shape (count, height, width, channels). "
+            f"Received: shape={images.shape}, dtype={images.dtype.name}"
+        )
+    if labels.shape[:1] != images.shape[:1]:
+        raise ValueError(
+            "An (images, labels) source needs one label (row) per image. "
+            f"Received: {images.shape[0]} images, labels of shape {labels.shape}"
+        )
+    return images, labels
+
+
+def _array_evaluation_batches(images, labels, batch_size, view, crop_fraction, input_context,
+                              drop_remainder):
+    """`labelled_dataset`'s evaluation batches of in-memory images: every image of a batch has
+    the same centre crop, so one slice and one resize make the batch."""
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        images = images[input_context.input_pipeline_id :: input_context.num_input_pipelines]
+        labels = labels[input_context.input_pipeline_id :: input_context.num_input_pipelines]
+    offset_y, offset_x, side, _ = (int(v) for v in augment.centre_crop_window(images.shape[1:3],
+                                                                              crop_fraction))
+
+    def preprocess(batch_images, batch_labels):
+        crops = batch_images[:, offset_y : offset_y + side, offset_x : offset_x + side]
+        resized = augment.resize_crop(crops, view)
+        # An evaluation view draws nothing (no flip, no colour): any draws give its parameters.
+        params = augment.view_params(tf.zeros([tf.shape(resized)[0], augment.VIEW_DRAWS]), view)
+        return augment.apply_view_params_batch(resized, params, view), batch_labels
+
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+        batch_size, drop_remainder=drop_remainder
+    )
+    return batches.map(preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
