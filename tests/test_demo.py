@@ -13,7 +13,8 @@ from keras_vicreg import plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw pixels")
+ROWS = ("VICReg (pretrained, exported)", "VICReg, at the pretraining size",
+        "same backbone, random weights", "raw pixels")
 
 
 def _assert_png(path):
@@ -42,12 +43,14 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
 
-    assert "| features | width | linear top-1 | kNN top-1 |" in run.stdout
+    assert "| features | input | width | linear top-1 | kNN top-1 |" in run.stdout
     for row in ROWS:
         assert f"| {row} |" in run.stdout
     with open(workdir / "results.json") as file:
         results = json.load(file)
-    assert set(results["rows"]) == set(ROWS)
+    assert list(results["rows"]) == list(ROWS)
+    sizes = [row["image_size"] for row in results["rows"].values()]
+    assert sizes == [44, 28, 44, 28]  # the backbones enlarged (FixRes), the SavedModel and pixels
     for row in results["rows"].values():
         assert 0.0 <= row["linear_top1"] <= 1.0 and 0.0 <= row["knn_top1"] <= 1.0
         # Ten classes: even a few hundred images and a few steps do better than chance.
@@ -111,3 +114,41 @@ def test_read_scalars_joins_a_resumed_runs_event_files_the_last_write_winning(tm
     assert steps == [10, 20, 30, 40]
     assert terms["loss"] == [10.0, 20.0, 130.0, 140.0]
     assert sorted(terms) == ["loss", "std"]
+
+
+def test_on_halves_covers_every_row_once_in_order():
+    from trainers import demo
+
+    values, labels = np.arange(7.0), np.arange(7) * 10
+    halves = demo.on_halves(lambda v, l: (v.copy(), l.copy()), values, labels)
+    assert [len(v) for v, _ in halves] == [4, 3]
+    np.testing.assert_array_equal(np.concatenate([v for v, _ in halves]), values)
+    np.testing.assert_array_equal(np.concatenate([l for _, l in halves]), labels)
+
+
+def test_threaded_features_and_knn_match_one_stream():
+    import ml_collections
+    from trainers import demo
+    from keras_vicreg.evaluation.knn import knn_accuracy
+    from keras_vicreg.evaluation.linear import extract_features
+
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3),
+                              keras.layers.GlobalAveragePooling2D()])
+    images = [(rng.uniform(size=(n, 8, 8, 1)).astype("float32"), rng.integers(0, 3, n))
+              for n in (61, 23)]
+    evaluation = ml_collections.ConfigDict(dict(
+        batch_size=10, linear=dict(learning_rates=(0.1,), epochs=2, batch_size=16, momentum=0.9,
+                                   weight_decay=0.0), knn=dict(k=5, temperature=0.07)))
+    threaded = demo.features(model, images, evaluation)
+    for (features, labels), (split_images, split_labels) in zip(threaded, images):
+        serial = extract_features(model, [(split_images, split_labels)])
+        np.testing.assert_allclose(features, serial[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(labels, split_labels)
+    (train, train_labels), (test, test_labels) = threaded
+    scores = demo.score((train, train_labels), (test, test_labels), evaluation)
+    knn = knn_accuracy(train, train_labels, test, test_labels, num_classes=10, k=5,
+                       temperature=0.07)
+    assert scores["knn_top1"] == pytest.approx(knn["top1"] / 100.0)
+    assert scores["feature_width"] == 6
