@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up, then VICReg on Fashion-MNIST end to end on the CPU (about 21 minutes measured
+# The main job: set up, then VICReg on Fashion-MNIST end to end on the CPU (16-20 minutes measured
 # on two cores, see the README): pretraining, export, linear and kNN evaluation against
 # raw pixels and random weights, the table, plots and TensorBoard logs in the work directory.
 # Arguments go to trainers/demo.py, e.g.
