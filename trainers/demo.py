@@ -59,7 +59,7 @@ _EVAL_CONFIG = config_flags.DEFINE_config_file(
     "The evaluation's config file.",
 )
 ROWS = ("VICReg (pretrained, exported)", "same backbone, random weights", "raw pixels")
-# The SavedModel's row when the backbones are evaluated at a larger size than they trained at.
+# The SavedModel's row when the backbones are evaluated at another size than they trained at.
 AT_PRETRAINING_SIZE = "VICReg, at the pretraining size"
 
 
@@ -190,9 +190,9 @@ def evaluate(config, evaluation, workdir, data, random_model):
     """{row name: scores} of the table, and the (VICReg, random weights) test features for the
     plots.
 
-    Whole images at the pretraining size for raw pixels and the SavedModel; with
-    `evaluation.image_size` larger, the two backbone rows are read there (objects look as large as
-    in the training crops, FixRes), and the SavedModel's row at the pretraining size is kept.
+    Whole images at the pretraining size for raw pixels and the SavedModel; with another
+    `evaluation.image_size` (44 for the demo: objects look as large as in the training crops,
+    FixRes) the two backbone rows are read at that size, and the SavedModel's row is kept.
     """
     size = config.image_size
     eval_size = size if evaluation.get("image_size") is None else evaluation.image_size
