@@ -374,13 +374,7 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
     No op runs per image: the epoch's order is one shuffle of the indices, each batch one gather
     and one `augment.batch_two_views` with its own seed.
     """
-    images = tf.convert_to_tensor(images)
-    if len(images.shape) != 4 or images.dtype not in (tf.uint8, tf.float32):
-        raise ValueError(
-            "An array of images must be uint8 (0..255) or float32 (0..1) of shape "
-            f"(count, height, width, channels). Received: shape={images.shape}, "
-            f"dtype={images.dtype.name}"
-        )
+    images = _image_array(images, "An array of images")
     indices = tf.range(images.shape[0], dtype=tf.int64)
     pipeline_id = 0
     if input_context is not None:
@@ -404,6 +398,20 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
+
+
+def _image_array(images, what):
+    """In-memory images as a host tensor, checked: uint8 or float32 (count, height, width,
+    channels); `what` names them in the error."""
+    with tf.device("CPU:0"):
+        images = tf.convert_to_tensor(images)
+    if len(images.shape) != 4 or None in images.shape or images.dtype not in (tf.uint8, tf.float32):
+        raise ValueError(
+            f"{what} must be uint8 (0..255) or float32 (0..1) of shape "
+            f"(count, height, width, channels). Received: shape={images.shape}, "
+            f"dtype={images.dtype.name}"
+        )
+    return images
 
 
 def _evaluation_view(view, train):
@@ -563,14 +571,9 @@ def _labelled_arrays(source):
             "A tuple source must be a pair (images, labels) of arrays. "
             f"Received: a tuple of {len(source)}"
         )
+    images = _image_array(source[0], "The images of an (images, labels) source")
     with tf.device("CPU:0"):
-        images, labels = (tf.convert_to_tensor(part) for part in source)
-    if len(images.shape) != 4 or None in images.shape or images.dtype not in (tf.uint8, tf.float32):
-        raise ValueError(
-            "The images of an (images, labels) source must be uint8 (0..255) or float32 (0..1) of "
-            "shape (count, height, width, channels). "
-            f"Received: shape={images.shape}, dtype={images.dtype.name}"
-        )
+        labels = tf.convert_to_tensor(source[1])
     if labels.shape[:1] != images.shape[:1]:
         raise ValueError(
             "An (images, labels) source needs one label (row) per image. "
