@@ -146,7 +146,7 @@ def _measure_step(args, replicas):
     """The distributed step's time on `replicas` logical devices, in a process of its own
     (collective groups of different sizes cannot share one)."""
     tf = _setup(replicas)
-    from keras_vicreg import distribute
+    from keras_vicreg.training import distribute
     from keras_vicreg import losses
 
     z, n = _embeddings(tf, args), args.n

@@ -126,9 +126,9 @@ def pil_view(image, rng, view):
 
 def _pil_pair(task):
     path, seed = task
-    from keras_vicreg import augment
+    from keras_vicreg.data import transforms
 
-    preset = augment.get_augmentation("imagenet")
+    preset = transforms.get_augmentation("imagenet")
     rng = random.Random(seed)
     with Image.open(path) as image:
         image = image.convert("RGB")
@@ -161,10 +161,10 @@ def bench_pil(paths, pairs, batch_size, workers):
 
 def bench_tf(folder, pairs, batch_size, antialias):
     """(pairs per second, CPU ms per pair) of keras_vicreg.data.two_view_dataset on the folder."""
-    from keras_vicreg import augment
+    from keras_vicreg.data import transforms
     from keras_vicreg import data
 
-    preset = augment.get_augmentation("imagenet")
+    preset = transforms.get_augmentation("imagenet")
     views = [dataclasses.replace(v, antialias=antialias) for v in (preset.view_a, preset.view_b)]
     augmentation = dataclasses.replace(preset, view_a=views[0], view_b=views[1])
     dataset = data.two_view_dataset(folder, batch_size, augmentation=augmentation, seed=0)
@@ -206,10 +206,10 @@ def bench_in_memory(images, preset, batch_size, batches, per_image):
     """
     import tensorflow as tf
 
-    from keras_vicreg import augment
+    from keras_vicreg.data import transforms
     from keras_vicreg.data import pipeline
 
-    augmentation = augment.get_augmentation(preset, _IN_MEMORY[preset][1])
+    augmentation = transforms.get_augmentation(preset, _IN_MEMORY[preset][1])
     default = pipeline.BATCH_AUGMENT_MAX_PIXELS
     pipeline.BATCH_AUGMENT_MAX_PIXELS = 0 if per_image else default
     pairs = pipeline.two_view_dataset(

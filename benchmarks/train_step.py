@@ -12,9 +12,9 @@ Fixed configurations, LARS, random images, batches already in memory:
   (16-32-64-256) with the small stem, 28 x 28 x 1, batch 256, expander 1024-1024-1024, in
   `mixed_bfloat16` where the CPU has bfloat16 instructions.
 - demo_keras_bn: the same with Keras' own BatchNormalization instead of `FusedBatchNormalization`
-  (`keras_vicreg.batch_norm`), to show what the fused kernel saves.
+  (`keras_vicreg.experimental.cpu.batch_norm`), to show what the fused kernel saves.
 - demo_conv: the same with TensorFlow's own filter gradients instead of `MatmulGradConv2D`'s
-  (`keras_vicreg.conv`) on the last stage's 4 x 4 maps.
+  (`keras_vicreg.experimental.cpu.conv`) on the last stage's 4 x 4 maps.
 
 All but demo and demo_keras_bn train in float32. `--intra_op_threads N` sets TensorFlow's threads
 per op (the demo config's `tf_intra_op_threads`); the other backends ignore it.
@@ -57,8 +57,8 @@ def measure(model_name, jit_compile, warmup, steps, intra_op_threads=None):
 
     from keras_vicreg import LARS
     from keras_vicreg import VICReg
-    from keras_vicreg import backbones
-    from keras_vicreg.pretrain_config import cpu_has_bfloat16
+    from keras_vicreg.models import backbones
+    from keras_vicreg.config.pretraining import cpu_has_bfloat16
 
     spec = MODELS[model_name]
     size, channels, batch = spec["size"], spec.get("channels", 3), spec["batch"]

@@ -17,12 +17,12 @@ this scale: see `fashion_mnist_demo.py`. The warmup (10 epochs), the cosine floo
 are the ImageNet recipe's.
 """
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
     """The recipe; `arg="runlocal"` shrinks it for a smoke run (see `shrink_for_local_run`)."""
-    config = pretrain_config.default_config()
+    config = pretraining.default_config()
     config.seed = 0
     config.dataset = "cifar10"
     config.augmentation = None  # the dataset's preset: "small"
@@ -66,7 +66,7 @@ def get_config(arg=None):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 1,950
     )
     if arg == "runlocal":
-        pretrain_config.shrink_for_local_run(config)
+        pretraining.shrink_for_local_run(config)
     elif arg:
         raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

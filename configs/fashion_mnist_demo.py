@@ -26,12 +26,12 @@ epochs are what fits in 20 minutes there at the machine's slow end (epochs of 87
 to run); a tenth epoch gave no better figure (90.72% against 90.75% linear top-1 at 44 pixels).
 """
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
     """The demo; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
-    config = pretrain_config.default_config()
+    config = pretraining.default_config()
     config.seed = 0
     config.dataset = "fashion_mnist"
     config.augmentation = None  # the dataset's preset: "grayscale"
@@ -61,7 +61,7 @@ def get_config(arg=None):
 
     # About 25% faster where the CPU has bfloat16 instructions (the loss stays in float32);
     # elsewhere bfloat16 would be emulated, slower than float32.
-    config.mixed_precision = "mixed_bfloat16" if pretrain_config.cpu_has_bfloat16() else "float32"
+    config.mixed_precision = "mixed_bfloat16" if pretraining.cpu_has_bfloat16() else "float32"
     # One thread per op, two ops side by side on the 2 cores: 6% faster steps than two per op.
     config.tf_intra_op_threads = 1
     config.checkpoint_every_steps = 200
@@ -76,7 +76,7 @@ def get_config(arg=None):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 234
     )
     if arg == "runlocal":
-        pretrain_config.shrink_for_local_run(config)
+        pretraining.shrink_for_local_run(config)
     elif arg:
         raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

@@ -16,12 +16,12 @@ eta 0.001, weight decay 1e-6, biases and BN excluded), base learning rate 0.2 sc
 BYOL augmentations at 224 pixels; BatchNormalization synchronised across replicas.
 """
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
     """The recipe; `arg="runlocal"` shrinks it for a smoke run (see `shrink_for_local_run`)."""
-    config = pretrain_config.default_config()
+    config = pretraining.default_config()
     config.seed = 0
     config.dataset = "imagenet2012"
     config.augmentation = None  # the dataset's preset: "imagenet", the paper's asymmetric views
@@ -66,7 +66,7 @@ def get_config(arg=None):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 6,250
     )
     if arg == "runlocal":
-        pretrain_config.shrink_for_local_run(config)
+        pretraining.shrink_for_local_run(config)
     elif arg:
         raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

@@ -14,12 +14,12 @@ scaled by batch / 256 (peak 2.4), 10 warmup epochs, cosine to 0.001 of the peak.
 at batch 512 or 2048; `--config.batch_size=512` gives the former (every derived number follows).
 """
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
     """The recipe; `arg="runlocal"` shrinks it for a smoke run (see `shrink_for_local_run`)."""
-    config = pretrain_config.default_config()
+    config = pretraining.default_config()
     config.seed = 0
     config.dataset = "imagenet2012"
     config.augmentation = None  # the dataset's preset: "imagenet", the paper's asymmetric views
@@ -64,7 +64,7 @@ def get_config(arg=None):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 6,250
     )
     if arg == "runlocal":
-        pretrain_config.shrink_for_local_run(config)
+        pretraining.shrink_for_local_run(config)
     elif arg:
         raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

@@ -7,12 +7,12 @@ r"""A tiny run for tests and smoke checks: a few steps on a few hundred generate
 Seconds on a CPU, on every backend.
 """
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
     """The tiny config; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
-    config = pretrain_config.default_config()
+    config = pretraining.default_config()
     config.seed = 0
     config.dataset = "synthetic"
     config.augmentation = "small"
@@ -47,7 +47,7 @@ def get_config(arg=None):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 12
     )
     if arg == "runlocal":
-        pretrain_config.shrink_for_local_run(config)
+        pretraining.shrink_for_local_run(config)
     elif arg:
         raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

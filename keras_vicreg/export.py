@@ -23,7 +23,7 @@ import os
 import keras
 from tensorflow.io import gfile
 
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 
 METADATA_FILE = "keras_vicreg_export.json"
 
@@ -33,8 +33,8 @@ def export_backbone(
     path,
     *,
     image_size=None,
-    mean=augment.IMAGENET_MEAN,
-    std=augment.IMAGENET_STD,
+    mean=transforms.IMAGENET_MEAN,
+    std=transforms.IMAGENET_STD,
     resize_ratio=256.0 / 224.0,
     config=None,
 ):
@@ -152,7 +152,7 @@ def _check_backend():
 
 def _pooled_backbone(model):
     """The model to export: a VICReg's backbone, pooled if it returns a feature map."""
-    from keras_vicreg.model import VICReg
+    from keras_vicreg.models.vicreg import VICReg
 
     if isinstance(model, VICReg):
         model = model.backbone

@@ -30,7 +30,7 @@ def read_scalars(log_dir, prefix="train/"):
     hold the same step, the value written last wins, as the resumed run recomputed that step.
 
     Args:
-        log_dir: the TensorBoard directory (`keras_vicreg.summaries.TensorBoardSummaries`').
+        log_dir: the TensorBoard directory (`keras_vicreg.training.summaries.TensorBoardSummaries`').
         prefix: the tags' prefix, removed from the names.
 
     Returns:

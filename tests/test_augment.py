@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.augment: the presets against VICReg's table, each operation against an
+"""Tests of keras_vicreg.data.transforms: the presets against VICReg's table, each operation against an
 independent reference, the batched views against one image at a time, and the rates of the random
 choices over many seeds (eagerly and in tf.data).
 """
@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 
-IMAGENET = augment.get_augmentation("imagenet")
+IMAGENET = transforms.get_augmentation("imagenet")
 
 
 def _planes(shape=(3, 4, 24, 20), seed=0):
@@ -44,20 +44,20 @@ def test_imagenet_preset_matches_the_reference_table():
 
 
 def test_small_and_grayscale_presets_are_symmetric_small_scale_settings():
-    small = augment.get_augmentation("small")
+    small = transforms.get_augmentation("small")
     assert small.view_a == small.view_b
     assert small.view_a.image_size == 32
     assert small.view_a.crop_scale == (0.2, 1.0)
     assert small.view_a.blur_prob == 0.0
     assert small.view_a.solarize_prob == 0.1
-    gray = augment.get_augmentation("grayscale")
+    gray = transforms.get_augmentation("grayscale")
     assert gray.view_a == gray.view_b
     assert gray.view_a.channels == 1
     assert (gray.view_a.saturation, gray.view_a.hue, gray.view_a.grayscale_prob) == (0, 0, 0)
 
 
 def test_with_image_size_scales_the_blur_kernel():
-    assert augment.get_augmentation("imagenet", image_size=96).view_a.blur_kernel_size == 9
+    assert transforms.get_augmentation("imagenet", image_size=96).view_a.blur_kernel_size == 9
     assert IMAGENET.with_image_size(32).view_b.blur_kernel_size == 3
 
 
@@ -76,14 +76,14 @@ def test_with_image_size_scales_the_blur_kernel():
 )
 def test_invalid_views_raise_value_errors(kwargs, name):
     with pytest.raises(ValueError, match=f"Received: {name}="):
-        augment.ViewAugmentation(**kwargs)
+        transforms.ViewAugmentation(**kwargs)
 
 
 def test_unknown_preset_and_mismatched_views_raise():
     with pytest.raises(ValueError, match="Received: augmentation='cifar'"):
-        augment.get_augmentation("cifar")
+        transforms.get_augmentation("cifar")
     with pytest.raises(ValueError, match="Received: view_a="):
-        augment.TwoViewAugmentation("x", IMAGENET.view_a, augment.ViewAugmentation(image_size=96))
+        transforms.TwoViewAugmentation("x", IMAGENET.view_a, transforms.ViewAugmentation(image_size=96))
 
 
 def _torchvision_crop_params(rng, height, width, scale, ratio):
@@ -108,7 +108,7 @@ def _torchvision_crop_params(rng, height, width, scale, ratio):
 def test_crop_area_and_ratio_distributions_match_torchvision(height, width):
     count = 3000
     windows = tf.data.Dataset.from_tensor_slices(_seeds(count)).map(
-        lambda seed: augment.sample_crop_window([height, width, 3], seed)
+        lambda seed: transforms.sample_crop_window([height, width, 3], seed)
     )
     windows = np.stack(list(windows.as_numpy_iterator()))
     y, x, h, w = windows.T
@@ -135,7 +135,7 @@ def test_crop_area_and_ratio_distributions_match_torchvision(height, width):
 
 
 def test_crop_falls_back_to_a_central_crop_clamped_to_the_ratio():
-    window = augment.sample_crop_window([10, 1000, 3], [1, 2])
+    window = transforms.sample_crop_window([10, 1000, 3], [1, 2])
     np.testing.assert_array_equal(window, [0, (1000 - 13) // 2, 10, 13])
 
 
@@ -143,17 +143,17 @@ def test_crop_windows_of_several_views_are_each_view_s_window():
     scales, ratios = [(0.08, 1.0), (0.5, 0.9), (0.2, 1.0)], [(0.75, 4 / 3), (1.0, 2.0), (0.1, 0.2)]
     for index, shape in enumerate([(40, 60, 3), (300, 200, 3), (7, 5, 1), (10, 1000, 3)]):
         seeds = [tf.constant([index, view]) for view in range(3)]
-        draws = tf.stack([tf.random.stateless_uniform([augment.CROP_DRAWS], s) for s in seeds])
-        windows = augment.crop_windows(shape, draws, scales, ratios)
+        draws = tf.stack([tf.random.stateless_uniform([transforms.CROP_DRAWS], s) for s in seeds])
+        windows = transforms.crop_windows(shape, draws, scales, ratios)
         for seed, scale, ratio, window in zip(seeds, scales, ratios, windows):
             np.testing.assert_array_equal(
-                window, augment.sample_crop_window(shape, seed, scale, ratio)
+                window, transforms.sample_crop_window(shape, seed, scale, ratio)
             )
 
 
 def _param_rates(view, seeds):
     params = tf.data.Dataset.from_tensor_slices(seeds).map(
-        lambda seed: augment.sample_view_params(seed, view)
+        lambda seed: transforms.sample_view_params(seed, view)
     )
     return {key: np.stack(values) for key, values in _stack_dicts(params).items()}
 
@@ -193,7 +193,7 @@ def test_random_choices_are_the_same_eagerly_and_in_tf_data():
     seeds = _seeds(5, offset=100)
     in_dataset = _param_rates(IMAGENET.view_b, seeds)
     for row, seed in enumerate(seeds):
-        eager = augment.sample_view_params(seed, IMAGENET.view_b)
+        eager = transforms.sample_view_params(seed, IMAGENET.view_b)
         for key, value in eager.items():
             np.testing.assert_array_equal(value.numpy(), in_dataset[key][row])
 
@@ -203,7 +203,7 @@ def test_adjust_hue_matches_tf_image_adjust_hue():
     image = tf.concat([image[:20], tf.round(image[20:] * 4) / 4], 0)  # ties and grays
     deltas = [-0.5, -0.1, 0.0, 0.07, 0.5]
     planes = tf.repeat(tf.transpose(image, [2, 0, 1])[:, None], len(deltas), axis=1)
-    got = tf.transpose(augment.adjust_hue(planes, tf.constant(deltas)), [1, 2, 3, 0])
+    got = tf.transpose(transforms.adjust_hue(planes, tf.constant(deltas)), [1, 2, 3, 0])
     for shifted, delta in zip(got, deltas):  # each image its own shift
         np.testing.assert_allclose(shifted, tf.image.adjust_hue(image, delta), atol=2e-6)
 
@@ -212,7 +212,7 @@ def test_adjust_color_follows_torchvision_definitions():
     planes = _planes((3, 5, 24, 20)).numpy()
     factors = np.float32([1.3, 0.7, 1.2, 0.6, 1.4])
     ops = [0, 1, 2, 3, 4]  # each image its own operation; 3 (hue) and 4 leave it unchanged
-    got = augment.adjust_color(planes, tf.constant(ops), factors).numpy()
+    got = transforms.adjust_color(planes, tf.constant(ops), factors).numpy()
     for image, (op, factor) in enumerate(zip(ops, factors)):
         rgb = planes[:, image]
         gray = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
@@ -237,20 +237,20 @@ def test_color_jitter_applies_each_image_s_operations_in_its_order():
         for op in orders[image].numpy() if apply[image] else []:
             factor = factors[image : image + 1, op]
             if op == 3:
-                result = augment.adjust_hue(result, factor)
+                result = transforms.adjust_hue(result, factor)
             else:
-                result = augment.adjust_color(result, tf.constant([op]), factor)
+                result = transforms.adjust_color(result, tf.constant([op]), factor)
         return result[:, 0]
 
-    got = augment.color_jitter(planes, factors, orders, apply=apply)
+    got = transforms.color_jitter(planes, factors, orders, apply=apply)
     for image in range(4):
         np.testing.assert_allclose(got[:, image], by_hand(image), atol=1e-6)
-        alone = augment.color_jitter(  # a batch of one branches instead of selecting
+        alone = transforms.color_jitter(  # a batch of one branches instead of selecting
             planes[:, image : image + 1], factors[image : image + 1], orders[image : image + 1],
             apply=apply[image : image + 1],
         )
         np.testing.assert_allclose(alone[:, 0], by_hand(image), atol=1e-6)
-    reordered = augment.color_jitter(planes, factors, tf.reverse(orders, [1]), apply=apply)
+    reordered = transforms.color_jitter(planes, factors, tf.reverse(orders, [1]), apply=apply)
     assert np.abs(got[:, 0] - reordered[:, 0]).max() > 1e-3  # the order matters
     np.testing.assert_array_equal(got[:, 3], planes[:, 3])  # not applied
 
@@ -259,9 +259,9 @@ def test_color_jitter_applies_each_image_s_operations_in_its_order():
 def test_gaussian_blur_matches_a_reflect_padded_convolution(height, width, kernel_size):
     planes = _planes((3, 3, height, width)).numpy()
     sigmas = np.float32([0.1, 0.9, 2.0])  # each image its own
-    got = augment.gaussian_blur(planes, sigmas, kernel_size).numpy()
+    got = transforms.gaussian_blur(planes, sigmas, kernel_size).numpy()
     for image, sigma in enumerate(sigmas):
-        kernel = augment.gaussian_kernel(sigma, kernel_size).numpy()
+        kernel = transforms.gaussian_kernel(sigma, kernel_size).numpy()
         assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
         expected = ndimage.correlate1d(planes[:, image], kernel, axis=1, mode="mirror")
         expected = ndimage.correlate1d(expected, kernel, axis=2, mode="mirror")
@@ -270,12 +270,12 @@ def test_gaussian_blur_matches_a_reflect_padded_convolution(height, width, kerne
 
 def test_solarize_inverts_the_values_at_or_above_128_of_255():
     values = tf.constant([[[0.0, 127 / 255, 128 / 255, 1.0]]])
-    np.testing.assert_allclose(augment.solarize(values), [[[0.0, 127 / 255, 127 / 255, 0.0]]])
+    np.testing.assert_allclose(transforms.solarize(values), [[[0.0, 127 / 255, 127 / 255, 0.0]]])
 
 
 def test_grayscale_gives_three_equal_channels_of_pil_luma():
     planes = _planes()
-    gray = augment.to_grayscale(planes)
+    gray = transforms.to_grayscale(planes)
     np.testing.assert_allclose(gray[0], gray[2])
     np.testing.assert_allclose(
         gray[1], 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2], atol=1e-6
@@ -292,11 +292,11 @@ def _every_option(view):
 _VIEWS = {
     "imagenet_a": IMAGENET.view_a,  # blur always
     "imagenet_b": IMAGENET.view_b,  # blur 0.1, solarize 0.2
-    "small": augment.get_augmentation("small").view_a,
-    "grayscale": augment.get_augmentation("grayscale").view_a,
+    "small": transforms.get_augmentation("small").view_a,
+    "grayscale": transforms.get_augmentation("grayscale").view_a,
     "every_option": _every_option(IMAGENET.with_image_size(40).view_b),
     "every_option_gray": dataclasses.replace(
-        augment.get_augmentation("grayscale").view_a, blur_prob=0.5, solarize_prob=0.5
+        transforms.get_augmentation("grayscale").view_a, blur_prob=0.5, solarize_prob=0.5
     ),
 }
 
@@ -311,13 +311,13 @@ def _reference_view(image, params, view):
     for op in params["jitter_order"] if params["jitter"] else []:
         factor = params["jitter_factors"][op : op + 1]
         if op < 3:
-            planes = augment.adjust_color(planes, tf.constant([op]), factor)
+            planes = transforms.adjust_color(planes, tf.constant([op]), factor)
         elif view.hue > 0:
-            planes = augment.adjust_hue(planes, factor)
+            planes = transforms.adjust_hue(planes, factor)
     if params["grayscale"]:
-        planes = augment.to_grayscale(planes)
+        planes = transforms.to_grayscale(planes)
     if params["blur"]:
-        planes = augment.gaussian_blur(planes, [params["blur_sigma"]], view.blur_kernel_size)
+        planes = transforms.gaussian_blur(planes, [params["blur_sigma"]], view.blur_kernel_size)
     planes = planes.numpy()[:, 0].transpose(1, 2, 0)
     if params["solarize"]:
         planes = np.where(planes >= 128 / 255, 1 - planes, planes)
@@ -328,15 +328,15 @@ def _reference_view(image, params, view):
 def test_batched_views_are_the_views_of_one_image_at_a_time(name):
     view = _VIEWS[name]
     count = 8 if view.image_size > 100 else 48
-    images = tf.random.stateless_uniform((count,) + augment.view_shape(view), [count, 1])
-    params = [augment.sample_view_params(seed, view) for seed in _seeds(count)]
+    images = tf.random.stateless_uniform((count,) + transforms.view_shape(view), [count, 1])
+    params = [transforms.sample_view_params(seed, view) for seed in _seeds(count)]
     batch = {key: tf.stack([p[key] for p in params]) for key in params[0]}
-    got = augment.apply_view_params_batch(images, batch, view).numpy()
+    got = transforms.apply_view_params_batch(images, batch, view).numpy()
     for index in range(count):
         want = _reference_view(images[index], params[index], view)
         np.testing.assert_allclose(got[index], want, atol=1e-5)
         one = {key: value[index : index + 1] for key, value in batch.items()}  # branches instead
-        alone = augment.apply_view_params_batch(images[index : index + 1], one, view)
+        alone = transforms.apply_view_params_batch(images[index : index + 1], one, view)
         np.testing.assert_allclose(alone[0], want, atol=1e-5)
     for key in ("flip", "jitter", "grayscale", "blur", "solarize"):
         prob = getattr(view, f"{key}_prob")
@@ -345,9 +345,9 @@ def test_batched_views_are_the_views_of_one_image_at_a_time(name):
 
 
 def test_apply_view_params_batch_rejects_images_of_another_shape():
-    params = augment.view_params(tf.zeros([2, augment.VIEW_DRAWS]), IMAGENET.view_a)
+    params = transforms.view_params(tf.zeros([2, transforms.VIEW_DRAWS]), IMAGENET.view_a)
     with pytest.raises(ValueError, match=r"Received: images.shape=\(2, 32, 32, 3\)"):
-        augment.apply_view_params_batch(tf.zeros([2, 32, 32, 3]), params, IMAGENET.view_a)
+        transforms.apply_view_params_batch(tf.zeros([2, 32, 32, 3]), params, IMAGENET.view_a)
 
 
 def _checkerboard(size):
@@ -372,7 +372,7 @@ def _isolated(view, **kwargs):
 
 def _views(image, view, count):
     dataset = tf.data.Dataset.from_tensor_slices(_seeds(count)).map(
-        lambda seed: augment.augment_view(image, seed, view), num_parallel_calls=2
+        lambda seed: transforms.augment_view(image, seed, view), num_parallel_calls=2
     )
     mean, std = np.array(view.mean), np.array(view.std)
     return np.stack(list(dataset.as_numpy_iterator())) * std + mean  # back to [0, 1]
@@ -405,12 +405,12 @@ def test_whole_views_blur_solarize_grayscale_and_jitter_at_the_table_rates():
     "shape, dtype", [((300, 500, 3), "uint8"), ((5, 7, 1), "uint8"), ((40, 30, 4), "float32")]
 )
 def test_views_of_any_image_have_the_preset_shape_and_range(preset, shape, dtype):
-    augmentation = augment.get_augmentation(preset)
+    augmentation = transforms.get_augmentation(preset)
     image = tf.random.stateless_uniform(shape, [1, 1])
     image = tf.cast(image * 255, tf.uint8) if dtype == "uint8" else image
     size, channels = augmentation.view_a.image_size, augmentation.view_a.channels
     for view, settings in zip(
-        augment.two_views(image, tf.constant([4, 2]), augmentation),
+        transforms.two_views(image, tf.constant([4, 2]), augmentation),
         (augmentation.view_a, augmentation.view_b),
     ):
         assert view.shape == (size, size, channels) and view.dtype == tf.float32
@@ -421,18 +421,18 @@ def test_views_of_any_image_have_the_preset_shape_and_range(preset, shape, dtype
 
 def test_views_are_deterministic_given_a_seed_eagerly_and_in_tf_data():
     image = tf.cast(tf.random.stateless_uniform([60, 80, 3], [5, 5]) * 255, tf.uint8)
-    small = augment.get_augmentation("small")
+    small = transforms.get_augmentation("small")
     seeds = _seeds(4)
     mapped = tf.data.Dataset.from_tensor_slices(seeds).map(
-        lambda seed: augment.two_views(image, seed, small), num_parallel_calls=4
+        lambda seed: transforms.two_views(image, seed, small), num_parallel_calls=4
     )
     for seed, (view_a, view_b) in zip(seeds, mapped):
-        eager_a, eager_b = augment.two_views(image, seed, small)
+        eager_a, eager_b = transforms.two_views(image, seed, small)
         np.testing.assert_allclose(eager_a, view_a, atol=1e-5)
         np.testing.assert_allclose(eager_b, view_b, atol=1e-5)
-    first, second = augment.two_views(image, seeds[0], small)
+    first, second = transforms.two_views(image, seeds[0], small)
     assert np.abs(first - second).max() > 0.1  # the two views differ
-    other, _ = augment.two_views(image, seeds[1], small)
+    other, _ = transforms.two_views(image, seeds[1], small)
     assert np.abs(first - other).max() > 0.1  # another seed, another view
 
 
@@ -446,43 +446,43 @@ def test_resize_windows_equals_tf_image_resize_of_each_crop(
     # Windows of every shape, smaller and larger than the output (down- and upsampling), at the
     # edges too: the bicubic taps outside a window are dropped and the rest renormalised.
     view = dataclasses.replace(
-        augment.get_augmentation("small" if channels_out == 3 else "grayscale", image_size).view_a,
+        transforms.get_augmentation("small" if channels_out == 3 else "grayscale", image_size).view_a,
         interpolation=interpolation,
     )
     images = np.random.default_rng(0).integers(0, 256, (48, 30, 36, channels_in), np.uint8)
-    draws = tf.random.stateless_uniform([48, augment.CROP_DRAWS], [3, 4])
-    windows = augment.crop_windows((30, 36), draws, [(0.02, 1.0)], [(0.4, 2.5)])
-    batch = augment.resize_windows(tf.constant(images), windows, view)
+    draws = tf.random.stateless_uniform([48, transforms.CROP_DRAWS], [3, 4])
+    windows = transforms.crop_windows((30, 36), draws, [(0.02, 1.0)], [(0.4, 2.5)])
+    batch = transforms.resize_windows(tf.constant(images), windows, view)
     for image, window, resized in zip(images, windows, batch):
-        crop = augment.crop_to_window(tf.constant(image), window)
+        crop = transforms.crop_to_window(tf.constant(image), window)
         expected = tf.image.resize(crop, [image_size] * 2, interpolation) / 255.0
-        expected = augment.convert_channels(tf.clip_by_value(expected, 0.0, 1.0), channels_out)
+        expected = transforms.convert_channels(tf.clip_by_value(expected, 0.0, 1.0), channels_out)
         np.testing.assert_allclose(resized, expected, atol=5e-6)
 
 
 def test_resize_windows_refuses_what_it_does_not_compute_as_tf_image_resize():
     images = tf.zeros([2, 8, 8, 1], tf.uint8)
     windows = tf.constant([[0, 0, 8, 8]] * 2)
-    view = augment.get_augmentation("grayscale", 8).view_a
+    view = transforms.get_augmentation("grayscale", 8).view_a
     for changes in (dict(interpolation="area"), dict(antialias=True)):
         with pytest.raises(ValueError, match="Received: interpolation"):
-            augment.resize_windows(images, windows, dataclasses.replace(view, **changes))
+            transforms.resize_windows(images, windows, dataclasses.replace(view, **changes))
     with pytest.raises(ValueError, match="images.shape"):
-        augment.resize_windows(tf.zeros([2, 8, 8]), windows, view)
+        transforms.resize_windows(tf.zeros([2, 8, 8]), windows, view)
 
 
 def _uniform_views(value, count, view):
     """Both views of `count` constant images of `value` (of 255), from `batch_two_views`."""
     images = tf.fill([count, 12, 12, view.channels], tf.constant(value, tf.uint8))
-    augmentation = augment.TwoViewAugmentation(name="test", view_a=view, view_b=view)
-    views = augment.batch_two_views(images, tf.constant([5, 6]), augmentation)
+    augmentation = transforms.TwoViewAugmentation(name="test", view_a=view, view_b=view)
+    views = transforms.batch_two_views(images, tf.constant([5, 6]), augmentation)
     mean, std = view.mean[0], view.std[0]
     return [np.asarray(v)[..., 0] * std + mean for v in views]  # back to [0, 1]
 
 
 def test_batch_two_views_draws_each_images_choices_at_the_tables_rates():
     count = 4000
-    view = dataclasses.replace(augment.get_augmentation("grayscale", 12).view_a, solarize_prob=0.0)
+    view = dataclasses.replace(transforms.get_augmentation("grayscale", 12).view_a, solarize_prob=0.0)
     # Constant images: crops, flips and contrast leave them as they are; brightness scales them by
     # U[0.6, 1.4] on the 80% of images that are jittered.
     for pixels in _uniform_views(77, count, view):
@@ -501,15 +501,15 @@ def test_batch_two_views_draws_each_images_choices_at_the_tables_rates():
 
 def test_batch_two_views_flips_half_the_images():
     view = dataclasses.replace(
-        augment.get_augmentation("grayscale", 16).view_a, jitter_prob=0.0, solarize_prob=0.0,
+        transforms.get_augmentation("grayscale", 16).view_a, jitter_prob=0.0, solarize_prob=0.0,
         crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
     )
-    augmentation = augment.TwoViewAugmentation(name="test", view_a=view, view_b=view)
+    augmentation = transforms.TwoViewAugmentation(name="test", view_a=view, view_b=view)
     # Left half dark, right half bright, the crops whole: a flipped view is bright on the left.
     half = np.concatenate([np.zeros((16, 8)), np.full((16, 8), 255)], axis=1).astype(np.uint8)
     images = tf.constant(np.repeat(half[None, :, :, None], 2000, axis=0))
     flipped = []
-    for view_pixels in augment.batch_two_views(images, tf.constant([1, 2]), augmentation):
+    for view_pixels in transforms.batch_two_views(images, tf.constant([1, 2]), augmentation):
         pixels = np.asarray(view_pixels)[..., 0] * view.std[0] + view.mean[0]
         left, right = pixels[:, :, :8].mean(axis=(1, 2)), pixels[:, :, 8:].mean(axis=(1, 2))
         assert np.all(np.abs(left - right) > 0.99)  # whole crops, exactly flipped or not

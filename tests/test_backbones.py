@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import backbones
+from keras_vicreg.models import backbones
+from keras_vicreg.models.backbones import resnet_backbone
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.backend_neutral
 def zero_gamma_layers(model):
     return [
         layer.name
-        for layer in backbones._all_layers(model)
+        for layer in resnet_backbone._all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
         and not np.any(keras.ops.convert_to_numpy(layer.gamma))
     ]

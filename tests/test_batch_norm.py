@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import backbones
-from keras_vicreg.batch_norm import FusedBatchNormalization
-from keras_vicreg.batch_norm import fuse_batch_norm
+from keras_vicreg.models import backbones
+from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.experimental.cpu.batch_norm import FusedBatchNormalization
+from keras_vicreg.experimental.cpu.batch_norm import fuse_batch_norm
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -99,7 +100,7 @@ def test_fuse_batch_norm_converts_nested_layers_in_place_and_keeps_outputs():
 
 def test_resnet_backbones_fuse_by_default_and_round_trip_through_keras_files(tmp_path):
     model = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16))
-    norms = [layer for layer in backbones._all_layers(model)
+    norms = [layer for layer in resnet_backbone._all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
     x = np.random.default_rng(6).uniform(size=(4, 16, 16, 1)).astype("float32")

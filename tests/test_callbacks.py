@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.callbacks: NaN guard, collapse monitor, learning-rate logger."""
+"""Tests of keras_vicreg.training.callbacks: NaN guard, collapse monitor, learning-rate logger."""
 
 import math
 import warnings
@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg.callbacks import CollapseMonitor
-from keras_vicreg.callbacks import LearningRateLogger
-from keras_vicreg.callbacks import NaNGuard
-from keras_vicreg.callbacks import NonFiniteTrainingError
-from keras_vicreg.schedules import WarmupCosine
+from keras_vicreg.training.callbacks import CollapseMonitor
+from keras_vicreg.training.callbacks import LearningRateLogger
+from keras_vicreg.training.callbacks import NaNGuard
+from keras_vicreg.training.callbacks import NonFiniteTrainingError
+from keras_vicreg.training.schedules import WarmupCosine
 
 
 def _model(optimizer="sgd"):

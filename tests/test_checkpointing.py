@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.checkpointing: step checkpoints and a fit that resumes mid-epoch."""
+"""Tests of keras_vicreg.training.checkpointing: step checkpoints and a fit that resumes mid-epoch."""
 
 import os
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras_vicreg import LARS
 from keras_vicreg import VICReg
 from keras_vicreg import WarmupCosine
-from keras_vicreg import checkpointing
+from keras_vicreg.training import checkpointing
 
 pytestmark = pytest.mark.backend_neutral
 

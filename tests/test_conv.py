@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import backbones
-from keras_vicreg import conv
+from keras_vicreg.models import backbones
+from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.experimental.cpu import conv
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -68,7 +69,7 @@ def test_large_maps_strides_and_other_backends_take_keras_conv2d():
 
 def test_resnets_convert_their_stride_1_convolutions_and_round_trip(tmp_path):
     model = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16))
-    convolutions = [layer for layer in backbones._all_layers(model)
+    convolutions = [layer for layer in resnet_backbone._all_layers(model)
                     if isinstance(layer, keras.layers.Conv2D)]
     converted = [layer for layer in convolutions if isinstance(layer, conv.MatmulGradConv2D)]
     assert converted and all(tuple(layer.strides) == (1, 1) for layer in converted)

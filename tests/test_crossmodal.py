@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from keras_vicreg import crossmodal
+from examples.crossmodal import crossmodal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(arg=None):
-    path = os.path.join(ROOT, "configs", "fashion_mnist_crossmodal.py")
+    path = os.path.join(ROOT, "examples", "crossmodal", "config.py")
     spec = importlib.util.spec_from_file_location("fashion_mnist_crossmodal", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,8 +61,8 @@ def test_two_branch_run_on_generated_images_scores_retrieval_both_ways():
 )
 def test_trainer_runs_the_runlocal_config_on_fashion_mnist_and_writes_results(tmp_path):
     command = [
-        sys.executable, os.path.join(ROOT, "trainers", "crossmodal.py"),
-        f"--config={os.path.join(ROOT, 'configs', 'fashion_mnist_crossmodal.py')}:runlocal",
+        sys.executable, "-m", "examples.crossmodal.train",
+        f"--config={os.path.join(ROOT, 'examples', 'crossmodal', 'config.py')}:runlocal",
         f"--config.data_dir={tmp_path / 'tfds'}",
         f"--workdir={tmp_path / 'work'}",
     ]

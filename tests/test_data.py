@@ -16,13 +16,13 @@ from PIL import Image
 from skimage import data as skimage_data
 
 import keras_vicreg
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 from keras_vicreg import data
 from keras_vicreg.data import fashion_mnist
 from keras_vicreg.data import pipeline
 from keras_vicreg.data import sources
 
-SMALL = augment.get_augmentation("small")
+SMALL = transforms.get_augmentation("small")
 
 
 def _encode(array, fmt="JPEG", mode=None, **kwargs):
@@ -47,7 +47,7 @@ def test_fused_jpeg_views_match_the_views_of_the_decoded_image():
     jpeg = tf.constant(_encode(skimage_data.coffee(), quality=90))
     for seed in ([0, 1], [5, 3]):
         fused = data.encoded_two_views(jpeg, tf.constant(seed), SMALL)
-        decoded = augment.two_views(tf.io.decode_jpeg(jpeg), tf.constant(seed), SMALL)
+        decoded = transforms.two_views(tf.io.decode_jpeg(jpeg), tf.constant(seed), SMALL)
         for got, want in zip(fused, decoded):
             assert np.abs(got - want).mean() < 0.01 and np.abs(got - want).max() < 0.2
 
@@ -55,7 +55,7 @@ def test_fused_jpeg_views_match_the_views_of_the_decoded_image():
 def test_png_bytes_give_exactly_the_views_of_the_decoded_image():
     png = tf.constant(_encode(skimage_data.chelsea()[:60, :90], "PNG"))
     fused = data.encoded_two_views(png, tf.constant([2, 2]), SMALL)
-    decoded = augment.two_views(tf.io.decode_png(png), tf.constant([2, 2]), SMALL)
+    decoded = transforms.two_views(tf.io.decode_png(png), tf.constant([2, 2]), SMALL)
     for got, want in zip(fused, decoded):
         np.testing.assert_array_equal(got, want)
 
@@ -118,7 +118,7 @@ def _random_images(shapes):
     "preset, image_size", [("grayscale", 28), ("small", None), ("imagenet", 64), ("imagenet", None)]
 )
 def test_two_view_dataset_yields_each_image_s_augment_two_views(preset, image_size):
-    augmentation = augment.get_augmentation(preset, image_size)
+    augmentation = transforms.get_augmentation(preset, image_size)
     channels = augmentation.view_a.channels
     dataset, images = _random_images([(28 + 9 * i, 30 + 5 * (i % 3), channels) for i in range(8)])
     pairs = data.two_view_dataset(
@@ -128,7 +128,7 @@ def test_two_view_dataset_yields_each_image_s_augment_two_views(preset, image_si
     # The pipeline's per-element seeds: the first epoch of its seed stream, pipeline id 0.
     seeds = tf.data.Dataset.random(seed=5, rerandomize_each_iteration=True)
     for index, (image, seed) in enumerate(zip(images, seeds)):
-        expected = augment.two_views(image, tf.stack([seed, 0]), augmentation)
+        expected = transforms.two_views(image, tf.stack([seed, 0]), augmentation)
         for views, want in zip(got, expected):
             np.testing.assert_allclose(views[index], want, atol=1e-5)
 
@@ -157,14 +157,14 @@ def test_pipelines_give_the_same_batches_augmented_per_batch_or_per_image(monkey
 def test_arrays_give_the_evaluation_batches_of_the_image_by_image_pipeline(
     preset, image_size, crop_fraction, dtype
 ):
-    channels = augment.get_augmentation(preset, image_size).view_a.channels
+    channels = transforms.get_augmentation(preset, image_size).view_a.channels
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (11, 30, 30, 1 if channels == 1 else 3), np.uint8)
     images = images if dtype == np.uint8 else (images / 255.0).astype(dtype)
     labels = np.arange(11)
 
     def batches(source):
-        return list(data.labelled_dataset(source, 4, augmentation=augment.get_augmentation(
+        return list(data.labelled_dataset(source, 4, augmentation=transforms.get_augmentation(
             preset, image_size), crop_fraction=crop_fraction))
 
     per_image = batches(tf.data.Dataset.from_tensor_slices((images, labels)))
@@ -417,13 +417,13 @@ def test_pairs_feed_fit_of_a_model_with_a_custom_train_step_on_pairs():
 
 def _identity_augmentation(size):
     """Views that are the images themselves (whole crops, no choices), in [0, 1]."""
-    view = augment.ViewAugmentation(
+    view = transforms.ViewAugmentation(
         image_size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0,
         jitter_prob=0.0, saturation=0.0, hue=0.0, grayscale_prob=0.0, blur_prob=0.0,
         solarize_prob=0.0, mean=(0.0,),
         std=(1.0,),
     )
-    return augment.TwoViewAugmentation(name="identity", view_a=view, view_b=view)
+    return transforms.TwoViewAugmentation(name="identity", view_a=view, view_b=view)
 
 
 def _array_epoch(images, batch_size, **kwargs):
@@ -462,7 +462,7 @@ def test_arrays_give_each_replica_its_shard_and_its_batch():
 
 def test_arrays_views_follow_the_augmentation():
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), np.uint8)
-    augmentation = augment.get_augmentation("grayscale", 28)
+    augmentation = transforms.get_augmentation("grayscale", 28)
     view_a, view_b = next(iter(data.two_view_dataset(images, 32, augmentation=augmentation,
                                                       seed=0)))
     assert view_a.shape == view_b.shape == (32, 28, 28, 1)

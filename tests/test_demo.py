@@ -99,7 +99,7 @@ def test_plots_write_decodable_pngs_and_reject_empty_input(tmp_path):
 def test_read_scalars_joins_a_resumed_runs_event_files_the_last_write_winning(tmp_path):
     import tensorflow as tf
 
-    from keras_vicreg.summaries import TensorBoardSummaries
+    from keras_vicreg.training.summaries import TensorBoardSummaries
 
     # A run killed after step 30 resumes from its step-20 checkpoint and rewrites steps 30 and 40.
     for steps, offset in (((10, 20, 30), 0.0), ((30, 40), 100.0)):

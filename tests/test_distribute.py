@@ -1,4 +1,4 @@
-"""keras_vicreg.distribute: VICReg on the global batch across replicas.
+"""keras_vicreg.training.distribute: VICReg on the global batch across replicas.
 
 The multi-device checks run in a subprocess with two logical CPU devices (TensorFlow:
 `tf.config.set_logical_device_configuration`; JAX: `--xla_force_host_platform_device_count=2`), set
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import distribute
+from keras_vicreg.training import distribute
 from keras_vicreg import losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,7 +297,7 @@ def _model(sync, covariance="auto"):
     backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
     if sync:
         distribute.sync_batch_norm(backbone)
-    from keras_vicreg.model import VICReg
+    from keras_vicreg.models.vicreg import VICReg
 
     return VICReg(backbone, "16-16", sync_batch_norm=sync, covariance=covariance)
 
@@ -328,7 +328,7 @@ def _tensorflow_check():
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from keras_vicreg.train_steps import tensorflow_steps
+    from keras_vicreg.training.steps import tensorflow_steps
 
     strategy = distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     report = {"gather": _tensorflow_gather_check(tf, strategy)}

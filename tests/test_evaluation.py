@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vicreg
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 from keras_vicreg import evaluation
 from keras_vicreg.evaluation import data as eval_data
 from keras_vicreg.evaluation import runs
@@ -344,7 +344,7 @@ def test_labelled_dataset_makes_multi_hot_labels_and_augmented_training_crops():
         examples, spec, image_size=SIZE, batch_size=4, train=True
     )))
     assert images.shape == (4, SIZE, SIZE, 3)
-    grey = (128 / 255 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD)
+    grey = (128 / 255 - np.array(transforms.IMAGENET_MEAN)) / np.array(transforms.IMAGENET_STD)
     np.testing.assert_allclose(images.numpy(), np.broadcast_to(grey, images.shape), atol=1e-5)
     assert sorted(map(tuple, labels.numpy())) == sorted(map(tuple, expected))
 

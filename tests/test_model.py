@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vicreg
-from keras_vicreg import backbones
+from keras_vicreg.models import backbones
 
 pytestmark = pytest.mark.backend_neutral
 

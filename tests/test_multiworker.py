@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import distribute
+from keras_vicreg.training import distribute
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="MultiWorkerMirroredStrategy is TensorFlow only"
@@ -99,7 +99,7 @@ def test_two_workers_agree_with_each_other_and_with_one_device(tmp_path):
 
 def _tiny_vicreg():
     """A 2-layer convnet (its BatchNorm synchronised) and a "16-16" expander with synced BN."""
-    from keras_vicreg.model import VICReg
+    from keras_vicreg.models.vicreg import VICReg
 
     keras.utils.set_random_seed(3)
     inputs = keras.Input(IMAGE)

@@ -1,11 +1,11 @@
-"""Tests of keras_vicreg.optimizers.LARS against an independent NumPy float64 reference."""
+"""Tests of keras_vicreg.training.optimizers.LARS against an independent NumPy float64 reference."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_vicreg.optimizers import LARS
-from keras_vicreg.schedules import WarmupCosine
+from keras_vicreg.training.optimizers import LARS
+from keras_vicreg.training.schedules import WarmupCosine
 
 # Large hyperparameters so that the decay, the trust ratio and the momentum all move the weights
 # well beyond float32 rounding.

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg import checkpointing
+from keras_vicreg.training import checkpointing
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.pretrain_config and of the recipes in configs/."""
+"""Tests of keras_vicreg.config.pretraining and of the recipes in configs/."""
 
 import importlib.util
 import pathlib
@@ -6,7 +6,7 @@ import pathlib
 import ml_collections
 import pytest
 
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -32,7 +32,7 @@ def load_config(name, arg=None):
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_every_recipe_and_its_runlocal_variant_are_valid(name, arg):
     config = load_config(name, arg)
-    pretrain_config.validate(config)
+    pretraining.validate(config)
     assert config.total_steps == config.steps_per_epoch * config.epochs
 
 
@@ -73,7 +73,7 @@ def test_a_config_rejects_an_unknown_argument():
 
 def _invalid(config, num_replicas=1):
     with pytest.raises(ValueError) as error:
-        pretrain_config.validate(config, num_replicas)
+        pretraining.validate(config, num_replicas)
     return str(error.value)
 
 
@@ -103,7 +103,7 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
     message = _invalid(config, num_replicas=8)
     assert "multiple of the number of replicas, 8" in message
     assert "Received: config.batch_size=36" in message
-    pretrain_config.validate(config, num_replicas=4)
+    pretraining.validate(config, num_replicas=4)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_tf_intra_op_threads_sets_tensorflows_threads_per_op():
     code = (
         "import keras, tensorflow as tf\n"
         "from trainers import pretrain\n"
-        "config = pretrain_config.default_config()\n"
+        "config = pretraining.default_config()\n"
         "config.tf_intra_op_threads = 1\n"
         "pretrain.set_threads(config)\n"
         "expected = 1 if keras.backend.backend() == 'tensorflow' else 0\n"
@@ -163,7 +163,7 @@ def test_tf_intra_op_threads_sets_tensorflows_threads_per_op():
         "print('ok')\n"
     )
     run = subprocess.run(
-        [sys.executable, "-c", "from keras_vicreg import pretrain_config\n" + code],
+        [sys.executable, "-c", "from keras_vicreg.config import pretraining\n" + code],
         cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]

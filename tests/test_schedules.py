@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.schedules.WarmupCosine against its formula."""
+"""Tests of keras_vicreg.training.schedules.WarmupCosine against its formula."""
 
 import math
 
@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vicreg.optimizers import LARS
-from keras_vicreg.schedules import WarmupCosine
+from keras_vicreg.training.optimizers import LARS
+from keras_vicreg.training.schedules import WarmupCosine
 
 
 def _expected(step, peak, total, warmup, end_factor):

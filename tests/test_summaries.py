@@ -1,4 +1,4 @@
-"""Tests of keras_vicreg.summaries: effective rank, pictures, TensorBoard and progress callbacks."""
+"""Tests of keras_vicreg.training.summaries: effective rank, pictures, TensorBoard and progress callbacks."""
 
 import glob
 import math
@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from keras_vicreg import LARS
 from keras_vicreg import VICReg
-from keras_vicreg import summaries
-from keras_vicreg.callbacks import LearningRateLogger
+from keras_vicreg.training import summaries
+from keras_vicreg.training.callbacks import LearningRateLogger
 
 pytestmark = pytest.mark.backend_neutral
 

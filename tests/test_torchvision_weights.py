@@ -1,4 +1,4 @@
-"""Tests for keras_vicreg.torchvision_weights: PyTorch ResNets in torchvision's layout, in Keras.
+"""Tests for keras_vicreg.models.backbones.torchvision: PyTorch ResNets in torchvision's layout, in Keras.
 
 The PyTorch ResNet below is written here with torchvision's module names (torchvision itself is not
 a dependency), so that its state dict has exactly the keys of the released VICReg backbones.
@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 import keras_vicreg  # noqa: E402
-from keras_vicreg.torchvision_weights import load_torchvision_resnet  # noqa: E402
+from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet  # noqa: E402
 
 _BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}
 

@@ -36,10 +36,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from keras_vicreg import augment
-from keras_vicreg import checkpointing
+from keras_vicreg.data import transforms
+from keras_vicreg.training import checkpointing
 from keras_vicreg import plots
-from keras_vicreg import pretrain_config
+from keras_vicreg.config import pretraining
 from keras_vicreg.data import labelled_dataset
 from keras_vicreg.data import load_builder
 from keras_vicreg.data import prepare_fashion_mnist
@@ -203,7 +203,7 @@ def evaluate(config, evaluation, workdir, data, random_model):
     rows = {}
     if eval_size != size:
         images = evaluation_images(
-            decoded, augment.get_augmentation(data.augmentation, eval_size), evaluation
+            decoded, transforms.get_augmentation(data.augmentation, eval_size), evaluation
         )
         backbone = keras.saving.load_model(os.path.join(workdir, "export", "backbone.keras"))
         vicreg_native, vicreg = vicreg, features(
@@ -239,7 +239,7 @@ def main(argv):
     config, evaluation = pretrain._CONFIG.value, _EVAL_CONFIG.value
     workdir = pretrain._WORKDIR.value
     pretrain.set_threads(config)
-    pretrain_config.validate(config)
+    pretraining.validate(config)
     check_evaluation(evaluation)
     pretrain.save_config(config, workdir)
     prepare_fashion_mnist(pretrain._DATA_DIR.value)

@@ -16,7 +16,7 @@ gets:
 
 Run the same command again after a kill or a preemption and training resumes from the newest
 checkpoint, mid-epoch included, and reaches the weights of an uninterrupted run (the data order is
-a function of the seed and the epoch; see `keras_vicreg.checkpointing`). A finished run is only
+a function of the seed and the epoch; see `keras_vicreg.training.checkpointing`). A finished run is only
 exported again.
 
 Exit status: 0 when done; 1 when the loss or the weights became NaN or infinite (the newest
@@ -35,14 +35,14 @@ from tensorflow.io import gfile
 
 import keras
 import keras_vicreg
-from keras_vicreg import augment
-from keras_vicreg import backbones
-from keras_vicreg import callbacks as vicreg_callbacks
-from keras_vicreg import checkpointing
+from keras_vicreg.data import transforms
+from keras_vicreg.models import backbones
+from keras_vicreg.training import callbacks as vicreg_callbacks
+from keras_vicreg.training import checkpointing
 from keras_vicreg import data as vicreg_data
-from keras_vicreg import distribute
-from keras_vicreg import pretrain_config
-from keras_vicreg import summaries
+from keras_vicreg.training import distribute
+from keras_vicreg.config import pretraining
+from keras_vicreg.training import summaries
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file of configs/, e.g. configs/cifar10_resnet18.py.", lock_config=True
@@ -51,7 +51,7 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, summaries and exports go.", required=True
 )
 _STRATEGY = flags.DEFINE_enum(
-    "strategy", "default", distribute.STRATEGIES, "Distribution (keras_vicreg.distribute)."
+    "strategy", "default", distribute.STRATEGIES, "Distribution (keras_vicreg.training.distribute)."
 )
 _TPU = flags.DEFINE_string("tpu", None, "With --strategy=tpu: the TPU's name or address.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
@@ -95,9 +95,9 @@ class Data:
         spec_augmentation = config.augmentation
         if spec_augmentation is None:
             spec_augmentation = vicreg_data.dataset_spec(config.dataset).augmentation
-        self.augmentation = augment.get_augmentation(spec_augmentation, config.image_size)
+        self.augmentation = transforms.get_augmentation(spec_augmentation, config.image_size)
         self.channels = self.augmentation.view_a.channels
-        if config.dataset == pretrain_config.SYNTHETIC:
+        if config.dataset == pretraining.SYNTHETIC:
             images = synthetic_images(
                 config.num_examples, config.image_size, self.channels, config.seed
             )
@@ -392,7 +392,7 @@ def main(argv):
     set_threads(config)
     strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
     try:
-        pretrain_config.validate(config, distribute.num_replicas(strategy))
+        pretraining.validate(config, distribute.num_replicas(strategy))
     except ValueError as error:
         print(error, file=sys.stderr)
         sys.exit(EXIT_INVALID_CONFIG)

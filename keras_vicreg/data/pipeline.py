@@ -7,7 +7,7 @@
       -> prefetch
 
 Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
-once per batch (`augment.apply_view_params_batch`): in tf.data an op costs about as much per call
+once per batch (`transforms.apply_view_params_batch`): in tf.data an op costs about as much per call
 as a small image's arithmetic, so for Fashion-MNIST or CIFAR a batch costs about 3x less CPU.
 Views larger than `BATCH_AUGMENT_MAX_PIXELS` (ImageNet's 224) are augmented per image, inside the
 first map, as batches of one: there the arithmetic dominates, and a batch's tensors would outgrow
@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 from keras_vicreg.data import sources
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -59,7 +59,7 @@ def decode_and_crop(data, window_fn, channels):
 
     def other():
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        return augment.crop_to_window(image, window_fn(tf.shape(image)))
+        return transforms.crop_to_window(image, window_fn(tf.shape(image)))
 
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
@@ -70,14 +70,14 @@ def _two_view_crops(image, crop_seeds, views):
     Only the decoding branches on the format (control flow inside tf.data functions is costly,
     nested control flow more so); both crop windows are drawn in one vectorised computation.
     """
-    draws = tf.stack([tf.random.stateless_uniform([augment.CROP_DRAWS], s) for s in crop_seeds])
+    draws = tf.stack([tf.random.stateless_uniform([transforms.CROP_DRAWS], s) for s in crop_seeds])
 
     def windows(shape):
         scales, ratios = [v.crop_scale for v in views], [v.crop_ratio for v in views]
-        return tf.unstack(augment.crop_windows(shape, draws, scales, ratios))
+        return tf.unstack(transforms.crop_windows(shape, draws, scales, ratios))
 
     if image.dtype != tf.string:
-        return [augment.crop_to_window(image, window) for window in windows(tf.shape(image))]
+        return [transforms.crop_to_window(image, window) for window in windows(tf.shape(image))]
 
     def fused():
         shape = tf.image.extract_jpeg_shape(image)
@@ -88,7 +88,7 @@ def _two_view_crops(image, crop_seeds, views):
 
     def decode_once():
         decoded = tf.io.decode_image(image, channels=views[0].channels, expand_animations=False)
-        return [augment.crop_to_window(decoded, window) for window in windows(tf.shape(decoded))]
+        return [transforms.crop_to_window(decoded, window) for window in windows(tf.shape(decoded))]
 
     return tf.cond(tf.io.is_jpeg(image), fused, decode_once)
 
@@ -102,16 +102,16 @@ def _resized_two_views(image, seed, augmentation):
         augmentation: a `TwoViewAugmentation`.
 
     Returns:
-        (image_a, draws_a, image_b, draws_b): per view, its crop from `augment.resize_crop` and
-        the `augment.VIEW_DRAWS` uniform draws of its other choices; `_augment_two_views` finishes
+        (image_a, draws_a, image_b, draws_b): per view, its crop from `transforms.resize_crop` and
+        the `transforms.VIEW_DRAWS` uniform draws of its other choices; `_augment_two_views` finishes
         batches of them.
     """
     views = (augmentation.view_a, augmentation.view_b)
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    crop_seeds, params_seeds = zip(*(augment.split_view_seed(s) for s in seeds))
+    crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
     crops = _two_view_crops(image, crop_seeds, views)
-    resized = [augment.resize_crop(crop, view) for crop, view in zip(crops, views)]
-    draws = [tf.random.stateless_uniform([augment.VIEW_DRAWS], s) for s in params_seeds]
+    resized = [transforms.resize_crop(crop, view) for crop, view in zip(crops, views)]
+    draws = [tf.random.stateless_uniform([transforms.VIEW_DRAWS], s) for s in params_seeds]
     return resized[0], draws[0], resized[1], draws[1]
 
 
@@ -122,7 +122,7 @@ def _augment_two_views(image_a, draws_a, image_b, draws_b, augmentation):
         (view_a, view_b), each float32 (batch, size, size, channels), normalised.
     """
     return tuple(
-        augment.apply_view_params_batch(images, augment.view_params(draws, view), view)
+        transforms.apply_view_params_batch(images, transforms.view_params(draws, view), view)
         for images, draws, view in (
             (image_a, draws_a, augmentation.view_a),
             (image_b, draws_b, augmentation.view_b),
@@ -131,7 +131,7 @@ def _augment_two_views(image_a, draws_a, image_b, draws_b, augmentation):
 
 
 def encoded_two_views(image, seed, augmentation):
-    """`augment.two_views` of an encoded image: JPEGs decoded per view with their crop only.
+    """`transforms.two_views` of an encoded image: JPEGs decoded per view with their crop only.
 
     Args:
         image: a scalar string tensor (encoded image), or a decoded image tensor.
@@ -139,9 +139,9 @@ def encoded_two_views(image, seed, augmentation):
         augmentation: a `TwoViewAugmentation` or a preset name.
 
     Returns:
-        (view_a, view_b); the same views as `augment.two_views` of the decoded image.
+        (view_a, view_b); the same views as `transforms.two_views` of the decoded image.
     """
-    augmentation = augment.get_augmentation(augmentation)
+    augmentation = transforms.get_augmentation(augmentation)
     return _on_one(_augment_two_views, _resized_two_views(image, seed, augmentation), augmentation)
 
 
@@ -242,7 +242,7 @@ def _resolve(
 ):
     """Returns (dataset, augmentation, sharded) for a tfds name, a folder or a tf.data.Dataset."""
     if isinstance(source, tf.data.Dataset):
-        return source, augment.get_augmentation(augmentation or "imagenet"), False
+        return source, transforms.get_augmentation(augmentation or "imagenet"), False
     spec = sources.dataset_spec(source)
     dataset, _ = sources.load_split(
         source,
@@ -255,8 +255,8 @@ def _resolve(
         input_context=input_context,
     )
     if augmentation is None:
-        augmentation = augment.get_augmentation(spec.augmentation, spec.image_size)
-    return dataset, augment.get_augmentation(augmentation), True
+        augmentation = transforms.get_augmentation(spec.augmentation, spec.image_size)
+    return dataset, transforms.get_augmentation(augmentation), True
 
 
 def _prepare(dataset, sharded, seed, shuffle_buffer, input_context, batch_size):
@@ -300,12 +300,12 @@ def two_view_dataset(
             (encoded bytes, or uint8 / float in [0, 1] tensors of any size), of dicts with
             `image_key`, or of tuples whose first part is the image; or the images themselves,
             an array (count, height, width, channels) in memory (uint8, or float in [0, 1]): these
-            are shuffled by index and augmented a batch at a time (`augment.batch_two_views`),
+            are shuffled by index and augmented a batch at a time (`transforms.batch_two_views`),
             the cheapest pipeline (about 10x less CPU time than image by image for
             Fashion-MNIST), with the same distributions of views drawn from each batch's seed
             instead of each image's.
         batch_size: the global batch size (divided among replicas with `input_context`).
-        augmentation: a preset name or `augment.TwoViewAugmentation`; default: the dataset's (see
+        augmentation: a preset name or `transforms.TwoViewAugmentation`; default: the dataset's (see
             `DATASETS`), "imagenet" for folders and datasets.
         split: the split to read; default: the dataset's pretraining split ("unlabelled" for
             STL-10).
@@ -327,7 +327,7 @@ def two_view_dataset(
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     if isinstance(source, (np.ndarray, tf.Tensor)):
         return _array_pairs(
-            source, batch_size, augment.get_augmentation(augmentation or "imagenet"), seed,
+            source, batch_size, transforms.get_augmentation(augmentation or "imagenet"), seed,
             shuffle=bool(shuffle_buffer), input_context=input_context,
             drop_remainder=drop_remainder,
         ).prefetch(AUTOTUNE)
@@ -372,7 +372,7 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
     """`two_view_dataset` of an in-memory array: batches of indices, each batch augmented at once.
 
     No op runs per image: the epoch's order is one shuffle of the indices, each batch one gather
-    and one `augment.batch_two_views` with its own seed.
+    and one `transforms.batch_two_views` with its own seed.
     """
     images = _image_array(images, "An array of images")
     indices = tf.range(images.shape[0], dtype=tf.int64)
@@ -392,7 +392,7 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
     return tf.data.Dataset.zip(batches, seeds).map(
-        lambda batch, batch_seed: augment.batch_two_views(
+        lambda batch, batch_seed: transforms.batch_two_views(
             tf.gather(images, batch), batch_seed, augmentation
         ),
         num_parallel_calls=AUTOTUNE,
@@ -436,25 +436,25 @@ def _labelled_image(image, seed, view, train, crop_fraction):
     """The per-image half of the evaluation preprocessing: random resized or centre crop, resized.
 
     Returns:
-        (image, draws): the crop from `augment.resize_crop` and the `augment.VIEW_DRAWS` uniform
-        draws of its flip; `augment.apply_view_params_batch` finishes batches of them.
+        (image, draws): the crop from `transforms.resize_crop` and the `transforms.VIEW_DRAWS` uniform
+        draws of its flip; `transforms.apply_view_params_batch` finishes batches of them.
     """
-    crop_seed, params_seed = augment.split_view_seed(seed)
+    crop_seed, params_seed = transforms.split_view_seed(seed)
     if train:
 
         def window_fn(shape):
-            return augment.sample_crop_window(shape, crop_seed, view.crop_scale, view.crop_ratio)
+            return transforms.sample_crop_window(shape, crop_seed, view.crop_scale, view.crop_ratio)
     else:
 
         def window_fn(shape):
-            return augment.centre_crop_window(shape, crop_fraction)
+            return transforms.centre_crop_window(shape, crop_fraction)
 
     if image.dtype == tf.string:
         crop = decode_and_crop(image, window_fn, view.channels)
     else:
-        crop = augment.crop_to_window(image, window_fn(tf.shape(image)))
-    draws = tf.random.stateless_uniform([augment.VIEW_DRAWS], params_seed)
-    return augment.resize_crop(crop, view), draws
+        crop = transforms.crop_to_window(image, window_fn(tf.shape(image)))
+    draws = tf.random.stateless_uniform([transforms.VIEW_DRAWS], params_seed)
+    return transforms.resize_crop(crop, view), draws
 
 
 def labelled_dataset(
@@ -492,7 +492,7 @@ def labelled_dataset(
             image by image).
         batch_size: the global batch size.
         train: training preprocessing (random crop and flip, shuffled) or evaluation (centre crop).
-        augmentation: a preset name or `augment.TwoViewAugmentation`: its view a gives the size,
+        augmentation: a preset name or `transforms.TwoViewAugmentation`: its view a gives the size,
             crop range, channels and normalisation; default as in `two_view_dataset`.
         split: default: the dataset's labelled training split with `train`, else its evaluation
             split ("validation" for ImageNet, "test" for CIFAR).
@@ -519,7 +519,7 @@ def labelled_dataset(
     if isinstance(source, tuple):
         images, labels = _labelled_arrays(source)
         if not train:
-            view = augment.get_augmentation(augmentation or "imagenet").view_a
+            view = transforms.get_augmentation(augmentation or "imagenet").view_a
             return _array_evaluation_batches(
                 images, labels, batch_size, _evaluation_view(view, False), crop_fraction,
                 input_context, drop_remainder,
@@ -548,8 +548,8 @@ def labelled_dataset(
 
     def finish(images_and_draws, labels):
         images, draws = images_and_draws
-        params = augment.view_params(draws, view)
-        return augment.apply_view_params_batch(images, params, view), labels
+        params = transforms.view_params(draws, view)
+        return transforms.apply_view_params_batch(images, params, view), labels
 
     dataset = _map_and_batch(
         dataset,
@@ -590,15 +590,15 @@ def _array_evaluation_batches(images, labels, batch_size, view, crop_fraction, i
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         images = images[input_context.input_pipeline_id :: input_context.num_input_pipelines]
         labels = labels[input_context.input_pipeline_id :: input_context.num_input_pipelines]
-    offset_y, offset_x, side, _ = (int(v) for v in augment.centre_crop_window(images.shape[1:3],
+    offset_y, offset_x, side, _ = (int(v) for v in transforms.centre_crop_window(images.shape[1:3],
                                                                               crop_fraction))
 
     def preprocess(batch_images, batch_labels):
         crops = batch_images[:, offset_y : offset_y + side, offset_x : offset_x + side]
-        resized = augment.resize_crop(crops, view)
+        resized = transforms.resize_crop(crops, view)
         # An evaluation view draws nothing (no flip, no colour): any draws give its parameters.
-        params = augment.view_params(tf.zeros([tf.shape(resized)[0], augment.VIEW_DRAWS]), view)
-        return augment.apply_view_params_batch(resized, params, view), batch_labels
+        params = transforms.view_params(tf.zeros([tf.shape(resized)[0], transforms.VIEW_DRAWS]), view)
+        return transforms.apply_view_params_batch(resized, params, view), batch_labels
 
     batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
         batch_size, drop_remainder=drop_remainder

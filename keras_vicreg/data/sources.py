@@ -32,7 +32,7 @@ class DatasetSpec:
         pretrain_split: the split pretraining reads (no labels needed).
         train_split: the labelled training split of the evaluations.
         eval_split: the split evaluations report on.
-        augmentation: the `keras_vicreg.augment` preset.
+        augmentation: the `keras_vicreg.data.transforms` preset.
         image_size: the side of the views, in pixels.
         manual_download: the data must be downloaded by hand (ImageNet).
     """

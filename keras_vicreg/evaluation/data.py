@@ -3,7 +3,7 @@
 The transforms are the released linear evaluation's (facebookresearch/vicreg `evaluate.py`):
 training images get a random resized crop (bilinear), a horizontal flip and the normalisation;
 evaluation images are resized so that their shorter side is `image_size * resize_ratio` (256 for
-224) and centre-cropped. Both are built from `keras_vicreg.augment`'s functions.
+224) and centre-cropped. Both are built from `keras_vicreg.data.transforms`'s functions.
 
 The pretraining pipelines make pairs of views of unlabelled images; these make (image, label)
 batches, for the protocols that need labels.
@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-from keras_vicreg import augment
+from keras_vicreg.data import transforms
 
 DEFAULT_RESIZE_RATIO = 256.0 / 224.0
 
@@ -79,9 +79,9 @@ def label_spec(features, label_key=None):
     return LabelSpec(images[0], label_key, num_classes, multi_label)
 
 
-def train_view(image_size, mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD):
+def train_view(image_size, mean=transforms.IMAGENET_MEAN, std=transforms.IMAGENET_STD):
     """The linear evaluation's training transform: random resized crop (bilinear) and flip."""
-    return augment.ViewAugmentation(
+    return transforms.ViewAugmentation(
         image_size=image_size,
         interpolation="bilinear",
         jitter_prob=0.0,
@@ -101,8 +101,8 @@ def eval_preprocess(
     images,
     image_size,
     resize_ratio=DEFAULT_RESIZE_RATIO,
-    mean=augment.IMAGENET_MEAN,
-    std=augment.IMAGENET_STD,
+    mean=transforms.IMAGENET_MEAN,
+    std=transforms.IMAGENET_STD,
 ):
     """Resize the shorter side to `image_size * resize_ratio`, centre-crop, normalise.
 
@@ -147,8 +147,8 @@ def labelled_dataset(
     batch_size,
     train,
     resize_ratio=DEFAULT_RESIZE_RATIO,
-    mean=augment.IMAGENET_MEAN,
-    std=augment.IMAGENET_STD,
+    mean=transforms.IMAGENET_MEAN,
+    std=transforms.IMAGENET_STD,
     shuffle_buffer=10_000,
     seed=0,
     drop_remainder=None,
@@ -175,7 +175,7 @@ def labelled_dataset(
     def prepare(example, example_seed):
         image = example[spec.image_key]
         if train:
-            image = augment.augment_view(image, example_seed, view)
+            image = transforms.augment_view(image, example_seed, view)
         else:
             image = eval_preprocess(image, image_size, resize_ratio, mean, std)
         label = example[spec.label_key]

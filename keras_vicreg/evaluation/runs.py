@@ -29,6 +29,8 @@ import os
 import keras
 
 from keras_vicreg import export
+from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet
+from keras_vicreg.models.vicreg import VICReg
 from keras_vicreg.evaluation import data
 from keras_vicreg.evaluation import knn as knn_lib
 from keras_vicreg.evaluation import linear
@@ -45,7 +47,7 @@ def default_config():
     """
     import ml_collections
 
-    from keras_vicreg import augment
+    from keras_vicreg.data import transforms
 
     config = ml_collections.ConfigDict()
     config.dataset = "imagenet2012"
@@ -55,8 +57,8 @@ def default_config():
     config.train_percent = 0.0
     config.image_size = 224
     config.resize_ratio = 256 / 224
-    config.mean = augment.IMAGENET_MEAN
-    config.std = augment.IMAGENET_STD
+    config.mean = transforms.IMAGENET_MEAN
+    config.std = transforms.IMAGENET_STD
     config.backbone_depth = 50
     config.backbone_stem = "imagenet"
     config.batch_size = 256
@@ -99,15 +101,11 @@ def load_backbone(path, *, image_size, depth=50, stem="imagenet"):
     Returns:
         A `keras.Model` from images to features.
     """
-    from keras_vicreg.model import VICReg
-
     path = os.fspath(path)
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False)
         return model.backbone if isinstance(model, VICReg) else model
     if path.endswith(TORCH_SUFFIXES):
-        from keras_vicreg.torchvision_weights import load_torchvision_resnet
-
         return load_torchvision_resnet(
             path, depth, input_shape=(image_size, image_size, 3), stem=stem
         )

@@ -39,7 +39,7 @@ class LARS(keras.optimizers.Optimizer):
 
     Args:
         learning_rate: float, `keras.optimizers.schedules.LearningRateSchedule` or callable. The
-            global learning rate, typically `keras_vicreg.schedules.WarmupCosine`.
+            global learning rate, typically `keras_vicreg.training.schedules.WarmupCosine`.
         momentum: float in [0, 1]. Momentum of the velocity. Defaults to `0.9`.
         weight_decay: float >= 0. Coupled weight decay, added to the gradient of every variable
             that is not excluded. Defaults to `1e-6`.
@@ -59,9 +59,9 @@ class LARS(keras.optimizers.Optimizer):
     Example:
 
     ```python
-    schedule = keras_vicreg.schedules.WarmupCosine(0.2, total_steps=100_000, warmup_steps=1_000,
+    schedule = keras_vicreg.WarmupCosine(0.2, total_steps=100_000, warmup_steps=1_000,
                                                    batch_size=2048)
-    optimizer = keras_vicreg.optimizers.LARS(schedule, weight_decay=1e-6)
+    optimizer = keras_vicreg.LARS(schedule, weight_decay=1e-6)
     ```
     """
 

@@ -14,7 +14,7 @@ the last.
 
 import keras
 
-from keras_vicreg import layer_classes
+from keras_vicreg.experimental.cpu import layer_classes
 
 # The fused kernel's input types; its scale, offset and statistics are float32.
 _FUSED_DTYPES = ("float16", "bfloat16", "float32")

@@ -1,6 +1,6 @@
 r"""Trains the cross-modal VICReg example and prints its retrieval recall.
 
-    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
+    python -m examples.crossmodal.train --config=examples/crossmodal/config.py --workdir=/tmp/xm
 
 Writes `results.json` (recall@K in both directions, chance level, loss history) to --workdir.
 """
@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from keras_vicreg import crossmodal
+from examples.crossmodal import crossmodal
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for results.json; none written if unset.")

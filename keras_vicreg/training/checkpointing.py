@@ -8,7 +8,7 @@ one. Here the resume point is the step (the number of batches trained on):
 - `StepCheckpoint` saves the weights and the optimizer state (`model.save_weights`) under the step's
   number, every `every_steps` steps and at each epoch end, under a temporary name first and then
   renamed, keeping the last few (local paths and, through `tf.io.gfile`, cloud storage). List it
-  after `keras_vicreg.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
+  after `keras_vicreg.training.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
 - `restore_latest` loads the newest complete checkpoint and returns its step.
 - `resumable_fit` trains from that step to the end on `make_dataset(epoch, skip)`: the epoch's
   batches in a fixed order (a function of the seed and the epoch only), without the batches

@@ -10,8 +10,8 @@ import re
 
 import keras
 
-from keras_vicreg.batch_norm import fuse_batch_norm
-from keras_vicreg.conv import use_matmul_filter_gradients
+from keras_vicreg.experimental.cpu.batch_norm import fuse_batch_norm
+from keras_vicreg.experimental.cpu.conv import use_matmul_filter_gradients
 
 _DEPTH_BLOCKS = {
     18: (2, 2, 2, 2),
@@ -175,11 +175,11 @@ def resnet(
         filters: the base width of each of the four stages; (64, 128, 256, 512) is the standard
             ResNet, narrower ones such as (16, 32, 64, 128) make fast CPU experiments (small stem only).
         fused_batch_norm: make the BatchNormalization layers `FusedBatchNormalization`
-            (`keras_vicreg.batch_norm`): the same layers and weights, computed by TensorFlow's fused
+            (`keras_vicreg.experimental.cpu.batch_norm`): the same layers and weights, computed by TensorFlow's fused
             kernel on the TensorFlow backend (1.6x faster training steps on a CPU) and by Keras'
             own on JAX and PyTorch.
         matmul_filter_gradients: make the stride-1 Conv2D layers `MatmulGradConv2D`
-            (`keras_vicreg.conv`): on a CPU with TensorFlow, the filter gradients of maps of at
+            (`keras_vicreg.experimental.cpu.conv`): on a CPU with TensorFlow, the filter gradients of maps of at
             most 16 positions (the last stage on 28- or 32-pixel images) as one matrix product,
             2.4x faster than oneDNN's kernel there; Keras' Conv2D everywhere else.
         name: the model's name; defaults to e.g. "resnet50_keras_hub".
@@ -229,9 +229,3 @@ def resnet(
         use_matmul_filter_gradients(model)
     return model
 
-
-def load_torchvision_resnet(path_or_state_dict, depth=50, **kwargs):
-    """Released PyTorch weights in a keras-hub ResNet; see `keras_vicreg.torchvision_weights`."""
-    from keras_vicreg import torchvision_weights  # imported here: it imports this module
-
-    return torchvision_weights.load_torchvision_resnet(path_or_state_dict, depth, **kwargs)

@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from keras_vicreg import distribute
+from keras_vicreg.training import distribute
 from keras_vicreg import losses
-from keras_vicreg import train_steps
-from keras_vicreg.expander import build_expander
+from keras_vicreg.training import steps
+from keras_vicreg.models.expander import build_expander
 
 _TERMS = ("loss", "invariance", "variance", "covariance", "std")
 
@@ -62,7 +62,7 @@ class VICReg(keras.Model):
     Example:
         >>> backbone = keras_vicreg.backbones.resnet(18, stem="small", input_shape=(32, 32, 3))
         >>> model = keras_vicreg.VICReg(backbone, expander="2048-2048-2048")
-        >>> model.compile(optimizer=keras_vicreg.optimizers.LARS(0.3))
+        >>> model.compile(optimizer=keras_vicreg.LARS(0.3))
         >>> model.fit(pairs, epochs=10)  # pairs yields (view_a, view_b)
         >>> features = model.predict(images)
         >>> # Image-text: branch b reads token ids through its own encoder.
@@ -277,7 +277,7 @@ class VICReg(keras.Model):
         return self.branch_model("b")
 
     def gather_embeddings(self, z):
-        """The embeddings of the global batch (`keras_vicreg.distribute.cross_replica_gather`).
+        """The embeddings of the global batch (`keras_vicreg.training.distribute.cross_replica_gather`).
 
         Under a multi-replica TensorFlow strategy, this replica's rows gathered with every other
         replica's; `z` itself otherwise (one device, or JAX's SPMD program on the global batch).
@@ -300,13 +300,13 @@ class VICReg(keras.Model):
         return terms
 
     # ----------------------------------------------------------------------------------------------
-    # Training: one thin step per backend (keras_vicreg.train_steps), all built on compute_terms.
+    # Training: one thin step per backend (keras_vicreg.training.steps), all built on compute_terms.
 
     def train_step(self, *args):
-        return train_steps.backend_steps().train_step(self, *args)
+        return steps.backend_steps().train_step(self, *args)
 
     def test_step(self, *args):
-        return train_steps.backend_steps().test_step(self, *args)
+        return steps.backend_steps().test_step(self, *args)
 
     def update_momentum_encoder(self):
         """Moves the momentum encoder towards branch a: `b = m * b + (1 - m) * a`.

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vicreg.evaluation.retrieval import retrieval_recall
-from keras_vicreg.model import VICReg
+from keras_vicreg.models.vicreg import VICReg
 
 
 def row_tokens(images, levels=3, pool=4):
@@ -85,7 +85,7 @@ def train_and_evaluate(config, train_images, eval_images):
     """Trains the two-branch model on image-token pairs and measures retrieval on held-out pairs.
 
     Args:
-        config: a ConfigDict like `configs/fashion_mnist_crossmodal.py`'s.
+        config: a ConfigDict like `examples/crossmodal/config.py`'s.
         train_images: uint8 images (N, H, W[, 1]) to train on.
         eval_images: uint8 held-out images; retrieval is scored over all of them at once.
 

@@ -42,9 +42,9 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
-from keras_vicreg import augment
-from keras_vicreg import backbones
-from keras_vicreg import expander as expander_lib
+from keras_vicreg.data import transforms
+from keras_vicreg.models import backbones
+from keras_vicreg.models import expander as expander_lib
 from keras_vicreg import losses
 from keras_vicreg.data import sources
 
@@ -83,8 +83,8 @@ def default_config():
     config.model.stem = "small"
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
-    config.model.fused_batch_norm = True  # TensorFlow's fused kernel (keras_vicreg.batch_norm)
-    config.model.matmul_filter_gradients = True  # small maps on a CPU (keras_vicreg.conv)
+    config.model.fused_batch_norm = True  # TensorFlow's fused kernel (keras_vicreg.experimental.cpu.batch_norm)
+    config.model.matmul_filter_gradients = True  # small maps on a CPU (keras_vicreg.experimental.cpu.conv)
     config.model.expander = "2048-2048-2048"
     config.model.sync_batch_norm = True
     config.model.covariance = "auto"
@@ -202,13 +202,13 @@ def _key_problems(flat):
         hint = f" (did you mean {close[0]}?)" if close else ""
         problems.append(
             f"{key} is not a key of the pretraining config{hint}; the keys are those of "
-            f"keras_vicreg.pretrain_config.default_config(). Received: {key}={flat[key]!r}"
+            f"keras_vicreg.config.pretraining.default_config(). Received: {key}={flat[key]!r}"
         )
     missing = sorted(set(known) - set(flat))
     if missing:
         problems.append(
             "The config lacks keys of the pretraining config: start it from "
-            f"keras_vicreg.pretrain_config.default_config(). Received: missing keys {missing}"
+            f"keras_vicreg.config.pretraining.default_config(). Received: missing keys {missing}"
         )
     for key in sorted(set(known) & set(flat)):
         problem = _type_problem(key, flat[key], known[key])
@@ -247,11 +247,11 @@ def _data_problems(flat, problems):
     if dataset == SYNTHETIC and flat["config.augmentation"] is None:
         problems.append(
             f"config.augmentation must name a preset for dataset={SYNTHETIC!r}, one of "
-            f"{sorted(augment.AUGMENTATIONS)}. Received: config.augmentation=None"
+            f"{sorted(transforms.AUGMENTATIONS)}. Received: config.augmentation=None"
         )
     augmentation = flat["config.augmentation"]
     if augmentation is not None:
-        _choice(problems, "config.augmentation", augmentation, sorted(augment.AUGMENTATIONS),
+        _choice(problems, "config.augmentation", augmentation, sorted(transforms.AUGMENTATIONS),
                 "an augmentation preset (or None for the dataset's)")
     for key in ("config.image_size", "config.num_examples", "config.batch_size",
                 "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",

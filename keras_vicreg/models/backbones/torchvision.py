@@ -20,7 +20,7 @@ import re
 import keras
 import numpy as np
 
-from keras_vicreg import backbones
+from keras_vicreg.models.backbones.resnet_backbone import resnet
 
 # Tried in order: the first one that precedes "conv1.weight" in the state dict is the backbone's.
 PREFIXES = ("module.backbone.", "backbone.", "module.", "")
@@ -69,7 +69,7 @@ def load_torchvision_resnet(
         >>> features = backbone.predict(normalised_images)  # (batch, 2048)
     """
     state = _read_state_dict(path_or_state_dict)
-    model = backbones.resnet(
+    model = resnet(
         depth,
         source="keras_hub",
         stem=stem,

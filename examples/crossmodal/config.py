@@ -1,11 +1,11 @@
 r"""Cross-modal VICReg: Fashion-MNIST images against their rows as token sequences.
 
 Two branches with nothing shared: a small convnet reads the 28x28 image, an Embedding + GRU reads
-the 28 row tokens of the same item (see `keras_vicreg.crossmodal`), as in the paper's image-text
+the 28 row tokens of the same item (see `examples.crossmodal.crossmodal`), as in the paper's image-text
 experiment. Retrieval recall@K in both directions is scored on held-out test pairs.
 
-    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py --workdir=/tmp/xm
-    python -m trainers.crossmodal --config=configs/fashion_mnist_crossmodal.py:runlocal
+    python -m examples.crossmodal.train --config=examples/crossmodal/config.py --workdir=/tmp/xm
+    python -m examples.crossmodal.train --config=examples/crossmodal/config.py:runlocal
 """
 
 import ml_collections

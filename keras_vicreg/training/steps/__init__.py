@@ -18,4 +18,4 @@ def backend_steps():
             "keras-vicreg trains on the tensorflow, jax and torch backends. "
             f"Received: KERAS_BACKEND={backend!r}"
         )
-    return importlib.import_module(f"keras_vicreg.train_steps.{backend}_steps")
+    return importlib.import_module(f"keras_vicreg.training.steps.{backend}_steps")

@@ -160,7 +160,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     """Writes VICReg's training summaries to a TensorBoard log directory.
 
     Every `scalar_every_steps` steps: each logged metric (the loss and its terms, the std) as its
-    mean over those steps, and the logged learning rate (`keras_vicreg.callbacks.LearningRateLogger`
+    mean over those steps, and the logged learning rate (`keras_vicreg.training.callbacks.LearningRateLogger`
     puts it in the logs; list it before this callback). Every `embedding_every_steps` steps, from
     the fixed batch `fixed_views[0]` in inference mode: the histogram of the per-feature std of the
     embeddings, its mean, the effective rank (`effective_rank`) of the embeddings and of the

@@ -17,7 +17,7 @@ import functools
 
 import keras
 
-from keras_vicreg import layer_classes
+from keras_vicreg.experimental.cpu import layer_classes
 
 # Output maps of at most this many positions take the matrix-product filter gradient: 4 x 4 maps
 # gain 2.4x, while at 7 x 7 oneDNN's kernel is already faster (2.8 ms against 5.1).
@@ -121,7 +121,7 @@ def filter_gradient(images, output_gradient, kernel_shape, padding):
 def use_matmul_filter_gradients(model):
     """Makes every plain stride-1 `Conv2D` of `model` a `MatmulGradConv2D`, in place.
 
-    As `keras_vicreg.batch_norm.fuse_batch_norm` does for BatchNormalization: the layers keep
+    As `keras_vicreg.experimental.cpu.batch_norm.fuse_batch_norm` does for BatchNormalization: the layers keep
     their weights, names, config and place; only their class changes. Each decides per call
     whether its filter gradient takes the matrix product (see the module docstring).
 

@@ -1,0 +1,1 @@
+"""Worked examples outside the core package."""

@@ -1,0 +1,1 @@
+"""The config schema of the binaries: defaults, validation, derived numbers and `runlocal`."""

@@ -1,0 +1,1 @@
+"""Experimental code: opt-in, with no promise that its interface stays."""
