@@ -10,7 +10,8 @@ Fixed configurations, LARS, random images, batches already in memory:
 - resnet50_96px: ResNet-50 (keras-hub, ImageNet stem), 96 x 96 x 3, batch 32, 8192-8192-8192.
 - demo: the Fashion-MNIST demo's model (configs/fashion_mnist_demo.py): the narrow ResNet-18
   (16-32-64-256) with the small stem, 28 x 28 x 1, batch 256, expander 1024-1024-1024, in
-  `mixed_bfloat16` where the CPU has bfloat16 instructions.
+  `mixed_bfloat16` where the CPU has bfloat16 instructions, with the experimental CPU kernels
+  (`keras_vicreg.experimental.cpu.use_cpu_kernels`), as the demo config has them.
 - demo_keras_bn: the same with Keras' own BatchNormalization instead of `FusedBatchNormalization`
   (`keras_vicreg.experimental.cpu.batch_norm`), to show what the fused kernel saves.
 - demo_conv: the same with TensorFlow's own filter gradients instead of `MatmulGradConv2D`'s
@@ -40,9 +41,9 @@ _DEMO = dict(depth=18, stem="small", size=28, channels=1, batch=256, expander="1
 MODELS = {
     "resnet18_32px": dict(depth=18, stem="small", size=32, batch=128, expander="2048-2048-2048"),
     "resnet50_96px": dict(depth=50, stem="imagenet", size=96, batch=32, expander="8192-8192-8192"),
-    "demo": _DEMO,
-    "demo_keras_bn": {**_DEMO, "fused_batch_norm": False},
-    "demo_conv": {**_DEMO, "matmul_filter_gradients": False},
+    "demo": {**_DEMO, "cpu_kernels": True},
+    "demo_keras_bn": {**_DEMO, "cpu_kernels": True, "fused_batch_norm": False},
+    "demo_conv": {**_DEMO, "cpu_kernels": True, "matmul_filter_gradients": False},
 }
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -57,6 +58,7 @@ def measure(model_name, jit_compile, warmup, steps, intra_op_threads=None):
 
     from keras_vicreg import LARS
     from keras_vicreg import VICReg
+    from keras_vicreg.experimental.cpu import use_cpu_kernels
     from keras_vicreg.models import backbones
     from keras_vicreg.config.pretraining import cpu_has_bfloat16
 
@@ -68,9 +70,10 @@ def measure(model_name, jit_compile, warmup, steps, intra_op_threads=None):
     backbone = backbones.resnet(
         spec["depth"], stem=spec["stem"], input_shape=(size, size, channels),
         filters=spec.get("filters", (64, 128, 256, 512)),
-        fused_batch_norm=spec.get("fused_batch_norm", True),
-        matmul_filter_gradients=spec.get("matmul_filter_gradients", True),
     )
+    if spec.get("cpu_kernels"):
+        use_cpu_kernels(backbone, batch_norm=spec.get("fused_batch_norm", True),
+                        conv=spec.get("matmul_filter_gradients", True))
     model = VICReg(backbone, spec["expander"])
     model.compile(optimizer=LARS(0.1), jit_compile=jit_compile)
     rng = np.random.default_rng(0)

@@ -48,6 +48,9 @@ def get_config(arg=None):
     config.model.filters = (16, 32, 64, 256)  # 256 features
     config.model.zero_init_residual = True
     config.model.expander = "1024-1024-1024"
+    # Fused BatchNorm and matmul filter gradients (keras_vicreg.experimental.cpu): they pay on a
+    # small CPU with TensorFlow, and the exported files hold stock Keras layers all the same.
+    config.model.experimental_cpu_kernels = True
     config.model.sync_batch_norm = False
     config.model.covariance = "auto"
 

@@ -78,3 +78,48 @@ def test_grayscale_images_need_no_adapter():
 def test_bad_arguments_raise_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         backbones.resnet(**kwargs)
+
+
+LOAD_WITHOUT_KERAS_VICREG = """
+import sys
+import keras
+import keras_hub  # noqa: F401  (registers the keras-hub ResNetBackbone)
+import numpy as np
+model = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], keras.ops.convert_to_numpy(model(x)))
+assert not any(name.startswith("keras_vicreg") for name in sys.modules), "keras_vicreg imported"
+"""
+
+
+@pytest.mark.parametrize("stem", ["small", "imagenet"])
+def test_a_default_resnet_keras_file_loads_with_keras_and_keras_hub_alone(tmp_path, stem):
+    import os
+    import subprocess
+    import sys
+
+    model = backbones.resnet(18, stem=stem, input_shape=(32, 32, 3),
+                             filters=(4, 8, 8, 16) if stem == "small" else (64, 128, 256, 512))
+    x = np.random.default_rng(3).uniform(size=(2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "backbone.keras")
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_KERAS_VICREG, str(tmp_path / "backbone.keras"),
+         str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"),
+                               keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_the_imagenet_stem_encoder_is_a_keras_hub_backbone_that_a_keras_hub_task_takes():
+    import keras_hub
+
+    model = backbones.resnet(18, input_shape=(32, 32, 3))
+    encoders = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
+    assert len(encoders) == 1
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=encoders[0], num_classes=3)
+    x = np.random.default_rng(4).uniform(size=(2, 32, 32, 3)).astype("float32")
+    assert tuple(classifier.predict(x, verbose=0).shape) == (2, 3)

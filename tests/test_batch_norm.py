@@ -7,6 +7,8 @@ import pytest
 from keras_vicreg.models import backbones
 from keras_vicreg.models.backbones import resnet_backbone
 from keras_vicreg.experimental.cpu.batch_norm import FusedBatchNormalization
+from keras_vicreg.experimental.cpu import use_cpu_kernels
+from keras_vicreg.experimental.cpu import use_stock_layers
 from keras_vicreg.experimental.cpu.batch_norm import fuse_batch_norm
 
 pytestmark = pytest.mark.backend_neutral
@@ -98,11 +100,14 @@ def test_fuse_batch_norm_converts_nested_layers_in_place_and_keeps_outputs():
     assert fuse_batch_norm(model) == 0  # nothing left to convert
 
 
-def test_resnet_backbones_fuse_by_default_and_round_trip_through_keras_files(tmp_path):
+def test_cpu_kernels_fuse_a_resnet_on_request_round_trip_and_swap_back(tmp_path):
     model = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16))
+    assert type(model.get_layer("stem_bn")) is keras.layers.BatchNormalization  # stock by default
+    counts = use_cpu_kernels(model)
     norms = [layer for layer in resnet_backbone._all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+    assert norms and counts["batch_norm"] == len(norms)
+    assert all(isinstance(layer, FusedBatchNormalization) for layer in norms)
     x = np.random.default_rng(6).uniform(size=(4, 16, 16, 1)).astype("float32")
     model(x, training=True)  # moves the moving statistics away from their initial values
     path = str(tmp_path / "backbone.keras")
@@ -111,6 +116,8 @@ def test_resnet_backbones_fuse_by_default_and_round_trip_through_keras_files(tmp
     assert isinstance(loaded.get_layer("stem_bn"), FusedBatchNormalization)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
                                keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
-    plain = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16),
-                             fused_batch_norm=False)
-    assert type(plain.get_layer("stem_bn")) is keras.layers.BatchNormalization
+    fused_outputs = keras.ops.convert_to_numpy(model(x))
+    assert use_stock_layers(model) == counts["batch_norm"] + counts["conv"]
+    assert type(model.get_layer("stem_bn")) is keras.layers.BatchNormalization
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), fused_outputs,
+                               rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ import pytest
 from keras_vicreg.models import backbones
 from keras_vicreg.models.backbones import resnet_backbone
 from keras_vicreg.experimental.cpu import conv
+from keras_vicreg.experimental.cpu import use_cpu_kernels
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -67,12 +68,16 @@ def test_large_maps_strides_and_other_backends_take_keras_conv2d():
     assert layer._matmul_gradient_applies(small) == (keras.backend.backend() == "tensorflow")
 
 
-def test_resnets_convert_their_stride_1_convolutions_and_round_trip(tmp_path):
+def test_resnets_convert_their_stride_1_convolutions_on_request_and_round_trip(tmp_path):
     model = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16))
+    assert type(model.get_layer("stem_conv")) is keras.layers.Conv2D  # stock by default
+    counts = use_cpu_kernels(model, batch_norm=False)
+    assert counts["batch_norm"] == 0
     convolutions = [layer for layer in resnet_backbone._all_layers(model)
                     if isinstance(layer, keras.layers.Conv2D)]
     converted = [layer for layer in convolutions if isinstance(layer, conv.MatmulGradConv2D)]
-    assert converted and all(tuple(layer.strides) == (1, 1) for layer in converted)
+    assert converted and counts["conv"] == len(converted)
+    assert all(tuple(layer.strides) == (1, 1) for layer in converted)
     assert all(tuple(layer.strides) != (1, 1) for layer in convolutions if layer not in converted)
     x = np.random.default_rng(2).uniform(size=(3, 16, 16, 1)).astype("float32")
     path = str(tmp_path / "backbone.keras")
@@ -81,7 +86,4 @@ def test_resnets_convert_their_stride_1_convolutions_and_round_trip(tmp_path):
     assert isinstance(loaded.get_layer("stem_conv"), conv.MatmulGradConv2D)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
                                keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
-    plain = backbones.resnet(18, stem="small", input_shape=(16, 16, 1), filters=(4, 8, 8, 16),
-                             matmul_filter_gradients=False)
-    assert type(plain.get_layer("stem_conv")) is keras.layers.Conv2D
-    assert conv.use_matmul_filter_gradients(plain) == len(converted)
+    assert conv.use_matmul_filter_gradients(model) == 0  # nothing left to convert

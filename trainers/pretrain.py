@@ -36,6 +36,7 @@ from tensorflow.io import gfile
 import keras
 import keras_vicreg
 from keras_vicreg.data import transforms
+from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
@@ -220,9 +221,9 @@ def make_model(config, channels, strategy):
             zero_init_residual=options.zero_init_residual,
             input_shape=input_shape,
             filters=tuple(options.filters),
-            fused_batch_norm=options.fused_batch_norm,
-            matmul_filter_gradients=options.matmul_filter_gradients,
         )
+    if options.experimental_cpu_kernels:
+        cpu_kernels.use_cpu_kernels(backbone)
     # Synchronised BatchNormalization matters, and exists, only across tf.distribute replicas.
     sync = (
         options.sync_batch_norm
@@ -333,6 +334,8 @@ def export(model, config, workdir, data):
     """Writes the backbone as a .keras file and, from TensorFlow or JAX, as a SavedModel."""
     directory = os.path.join(workdir, "export")
     gfile.makedirs(directory)
+    # Stock Keras layers in the files, so that they load without keras_vicreg.
+    cpu_kernels.use_stock_layers(model.backbone)
     model.backbone.save(os.path.join(directory, "backbone.keras"))
     print(f"Saved the backbone to {os.path.join(directory, 'backbone.keras')}", flush=True)
     if keras.backend.backend() == "torch":

@@ -83,8 +83,8 @@ def default_config():
     config.model.stem = "small"
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
-    config.model.fused_batch_norm = True  # TensorFlow's fused kernel (keras_vicreg.experimental.cpu.batch_norm)
-    config.model.matmul_filter_gradients = True  # small maps on a CPU (keras_vicreg.experimental.cpu.conv)
+    # keras_vicreg.experimental.cpu: fused BatchNorm and matmul filter gradients, for small CPUs.
+    config.model.experimental_cpu_kernels = False
     config.model.expander = "2048-2048-2048"
     config.model.sync_batch_norm = True
     config.model.covariance = "auto"

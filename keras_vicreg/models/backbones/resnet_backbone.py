@@ -10,9 +10,6 @@ import re
 
 import keras
 
-from keras_vicreg.experimental.cpu.batch_norm import fuse_batch_norm
-from keras_vicreg.experimental.cpu.conv import use_matmul_filter_gradients
-
 _DEPTH_BLOCKS = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
@@ -154,8 +151,6 @@ def resnet(
     zero_init_residual=True,
     input_shape=(224, 224, 3),
     filters=_FILTERS,
-    fused_batch_norm=True,
-    matmul_filter_gradients=True,
     name=None,
 ):
     """A ResNet mapping images to its globally average-pooled features, built offline.
@@ -174,19 +169,13 @@ def resnet(
         input_shape: (height, width, channels) of the images; height and width may be None.
         filters: the base width of each of the four stages; (64, 128, 256, 512) is the standard
             ResNet, narrower ones such as (16, 32, 64, 128) make fast CPU experiments (small stem only).
-        fused_batch_norm: make the BatchNormalization layers `FusedBatchNormalization`
-            (`keras_vicreg.experimental.cpu.batch_norm`): the same layers and weights, computed by TensorFlow's fused
-            kernel on the TensorFlow backend (1.6x faster training steps on a CPU) and by Keras'
-            own on JAX and PyTorch.
-        matmul_filter_gradients: make the stride-1 Conv2D layers `MatmulGradConv2D`
-            (`keras_vicreg.experimental.cpu.conv`): on a CPU with TensorFlow, the filter gradients of maps of at
-            most 16 positions (the last stage on 28- or 32-pixel images) as one matrix product,
-            2.4x faster than oneDNN's kernel there; Keras' Conv2D everywhere else.
         name: the model's name; defaults to e.g. "resnet50_keras_hub".
 
     Returns:
         A functional `keras.Model` from images to features of width filters[3] for depths 18 and
-        34, and 4 * filters[3] for 50 and deeper (512 and 2048 for the standard widths).
+        34, and 4 * filters[3] for 50 and deeper (512 and 2048 for the standard widths). Its layers
+        are Keras', keras-hub's or keras-cv's own, so its `.keras` file loads with those libraries
+        alone; `keras_vicreg.experimental.cpu.use_cpu_kernels` swaps in faster CPU kernels.
 
     Example:
         >>> backbone = resnet(18, stem="small", input_shape=(32, 32, 3))
@@ -223,9 +212,5 @@ def resnet(
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_{source}")
     if zero_init_residual and not preactivation:
         zero_init_residual_branches(model)
-    if fused_batch_norm:
-        fuse_batch_norm(model)
-    if matmul_filter_gradients:
-        use_matmul_filter_gradients(model)
     return model
 
