@@ -199,3 +199,90 @@ def test_epochs_per_fit_below_one_is_an_error():
         checkpointing.resumable_fit(
             make_model(0), make_dataset, epochs=1, steps_per_epoch=4, epochs_per_fit=0
         )
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_loads(
+    tmp_path, uninterrupted, capsys, damage
+):
+    directory = str(tmp_path)
+    run(directory, interrupt_after=7)  # checkpoints at steps 3, 4 and 6
+    newest = checkpointing.checkpoint_path(directory, 6)
+    data = open(newest, "rb").read()
+    with open(newest, "wb") as file:  # what a host crash after an un-synced rename can leave
+        file.write(b"" if damage == "empty" else data[: len(data) // 2])
+    reference = make_model(0)
+    assert checkpointing.restore_latest(reference, checkpointing_dir_copy(directory, 4)) == 4
+
+    resumed = make_model(1)
+    assert checkpointing.restore_latest(resumed, directory) == 4
+    err = capsys.readouterr().err
+    assert f"Skipping checkpoint {newest}" in err and "older checkpoint" in err
+    for a, b in zip(state(reference), state(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def checkpointing_dir_copy(directory, step):
+    """A directory holding only the checkpoint of `step` of `directory`."""
+    import shutil
+
+    copy = os.path.join(directory, f"only-{step}")
+    os.makedirs(copy)
+    shutil.copy(checkpointing.checkpoint_path(directory, step), copy)
+    return copy
+
+
+def test_when_no_checkpoint_loads_restoring_is_an_error_naming_each(tmp_path):
+    for step in (2, 5):
+        open(checkpointing.checkpoint_path(str(tmp_path), step), "wb").close()
+    with pytest.raises(checkpointing.NoLoadableCheckpointError, match="None of the 2") as error:
+        checkpointing.restore_latest(make_model(0), str(tmp_path))
+    assert "ckpt-000000002" in str(error.value) and "ckpt-000000005" in str(error.value)
+    assert len(os.listdir(tmp_path)) == 2  # nothing deleted
+
+
+def make_short_dataset(epoch, skip):
+    """Epoch 1 (the second) holds 3 of its 4 batches, as if 8 images failed to decode."""
+    dataset = make_dataset(epoch, skip)
+    return dataset.take(STEPS_PER_EPOCH - 1 - skip) if epoch == 1 else dataset
+
+
+@pytest.mark.parametrize("epochs_per_fit", [1, 16])
+def test_a_short_epoch_stops_the_run_without_a_checkpoint_off_the_epoch_grid(
+    tmp_path, epochs_per_fit
+):
+    model = make_model(0)
+    checkpoint = checkpointing.StepCheckpoint(str(tmp_path), every_steps=100, keep=20)
+    with pytest.raises(checkpointing.ShortEpochError, match="Epoch 2 yielded 3 of its 4 batches"):
+        checkpointing.resumable_fit(
+            model, make_short_dataset, epochs=3, steps_per_epoch=STEPS_PER_EPOCH,
+            callbacks=[checkpoint], epochs_per_fit=epochs_per_fit,
+        )
+    # Epoch 1 ended at step 4 and was saved; nothing after it, nothing at step 7.
+    assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [4]
+
+
+def test_a_short_epoch_of_another_kind_of_dataset_is_caught_at_the_epoch_end(tmp_path):
+    def python_batches(epoch, skip):
+        batches = list(make_dataset(epoch, skip).as_numpy_iterator())
+        batches = batches[:-1] if epoch == 1 else batches
+
+        return (batch for batch in batches)  # a Python generator: no tf.data to wrap
+
+    checkpoint = checkpointing.StepCheckpoint(str(tmp_path), every_steps=100, keep=20)
+    with pytest.raises(checkpointing.ShortEpochError, match="Epoch 2 yielded 3 of its 4"):
+        checkpointing.resumable_fit(
+            make_model(0), python_batches, epochs=3, steps_per_epoch=STEPS_PER_EPOCH,
+            callbacks=[checkpoint],
+        )
+    assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [4]
+
+
+def test_json_is_written_atomically_and_replaces_the_old_file(tmp_path):
+    path = str(tmp_path / "sub" / "config.json")
+    checkpointing.write_json_atomically(path, {"b": 1, "a": [1, 2]})
+    checkpointing.write_json_atomically(path, {"c": 3})
+    import json
+
+    assert json.load(open(path)) == {"c": 3}
+    assert os.listdir(tmp_path / "sub") == ["config.json"]

@@ -6,22 +6,29 @@ with weights that have already seen part of it, so the resumed run differs from 
 one. Here the resume point is the step (the number of batches trained on):
 
 - `StepCheckpoint` saves the weights and the optimizer state (`model.save_weights`) under the step's
-  number, every `every_steps` steps and at each epoch end, under a temporary name first and then
-  renamed, keeping the last few (local paths and, through `tf.io.gfile`, cloud storage). List it
-  after `keras_vicreg.training.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
-- `restore_latest` loads the newest complete checkpoint and returns its step.
+  number, every `every_steps` steps and at each epoch end, under a temporary name first, flushed
+  to disk (the file and then its directory `fsync`ed, so that a host crash cannot leave a
+  renamed but empty file), then renamed, keeping the last few (local paths and, through
+  `tf.io.gfile`, cloud storage, whose objects appear whole or not at all). List it after
+  `keras_vicreg.training.callbacks.NaNGuard`, which raises before non-finite weights are saved.
+- `restore_latest` loads the newest checkpoint that loads, says on stderr which newer ones it
+  skipped and why (an empty or truncated file), and returns its step.
 - `resumable_fit` trains from that step to the end on `make_dataset(epoch, skip)`: the epoch's
   batches in a fixed order (a function of the seed and the epoch only), without the batches
   already trained on. With deterministic kernels (the default on CPU), a killed and resumed run
-  then reaches the same weights as an uninterrupted one.
+  then reaches the same weights as an uninterrupted one. An epoch whose dataset runs out before
+  `steps_per_epoch` batches stops the run with `ShortEpochError` instead of training on and
+  drifting off the epoch grid that resuming relies on.
 
 The step counts batches, not optimizer updates: under `mixed_float16` a step with non-finite
 gradients is skipped by the loss-scale optimizer (its `iterations` do not move), but its batch has
 been consumed all the same.
 """
 
+import json
 import os
 import re
+import sys
 
 import keras
 import tensorflow as tf
@@ -29,6 +36,45 @@ from tensorflow.io import gfile
 
 _NAME = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 _TEMPORARY_PREFIX = ".partial-"
+
+
+class ShortEpochError(RuntimeError):
+    """An epoch's dataset held fewer batches than the epoch trains on."""
+
+
+class NoLoadableCheckpointError(RuntimeError):
+    """Checkpoints exist, and none of them loads."""
+
+
+def _is_local(path):
+    return "://" not in str(path)
+
+
+def _fsync(path):
+    """Flushes a local file, or a directory's entries, to disk (no-op for remote paths)."""
+    if not _is_local(path):
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as JSON to `path` so that a reader sees the old file or the new one, whole.
+
+    Written under a temporary name, flushed to disk, then renamed over `path` (local paths and,
+    through `tf.io.gfile`, cloud storage).
+    """
+    directory = os.path.dirname(path) or "."
+    gfile.makedirs(directory)
+    partial = os.path.join(directory, _TEMPORARY_PREFIX + os.path.basename(path))
+    with gfile.GFile(partial, "w") as file:
+        json.dump(value, file, indent=2, sort_keys=True)
+    _fsync(partial)
+    gfile.rename(partial, path, overwrite=True)
+    _fsync(directory)
 
 
 def checkpoint_path(directory, step):
@@ -49,7 +95,8 @@ def list_checkpoints(directory):
 
 
 def latest_checkpoint(directory):
-    """(step, path) of the newest complete checkpoint in `directory`, or None."""
+    """(step, path) of the newest checkpoint file in `directory`, or None (whether it loads is
+    `restore_latest`'s to find out)."""
     checkpoints = list_checkpoints(directory)
     return checkpoints[-1] if checkpoints else None
 
@@ -61,10 +108,13 @@ def _build_optimizer(model):
 
 
 def restore_latest(model, directory):
-    """Loads the newest checkpoint of `directory` into a compiled, built model.
+    """Loads the newest checkpoint of `directory` that loads into a compiled, built model.
 
     Partial files left by a kill during a save are removed. The optimizer is built first, so that
-    its state (momentum buffers, iteration count, loss scale) is restored with the weights.
+    its state (momentum buffers, iteration count, loss scale) is restored with the weights. A
+    checkpoint that does not load (empty, truncated, not a weights file) is skipped for the next
+    older one, and each skip is printed to stderr with its reason; the skipped files stay, for a
+    look, and are pruned as newer checkpoints are written.
 
     Args:
         model: a compiled `keras.Model` whose variables exist.
@@ -72,6 +122,10 @@ def restore_latest(model, directory):
 
     Returns:
         The step of the restored checkpoint, 0 when there is none.
+
+    Raises:
+        NoLoadableCheckpointError: when there are checkpoints and none of them loads (rather than
+            starting over and pruning them).
     """
     if not model.built:
         raise ValueError(
@@ -82,13 +136,29 @@ def restore_latest(model, directory):
         for name in gfile.listdir(directory):
             if name.startswith(_TEMPORARY_PREFIX):
                 gfile.remove(os.path.join(directory, name))
-    latest = latest_checkpoint(directory)
-    if latest is None:
+    checkpoints = list_checkpoints(directory)
+    if not checkpoints:
         return 0
     _build_optimizer(model)
-    step, path = latest
-    model.load_weights(path)
-    return step
+    skipped = []
+    for step, path in reversed(checkpoints):
+        try:
+            model.load_weights(path)
+        except Exception as error:  # noqa: BLE001  (h5py, Keras and OS errors alike)
+            reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            skipped.append(f"{path} ({reason})")
+            print(f"Skipping checkpoint {path}: it does not load ({reason}).",
+                  file=sys.stderr, flush=True)
+            continue
+        if skipped:
+            print(f"Resuming from the older checkpoint {path} after skipping {len(skipped)}.",
+                  file=sys.stderr, flush=True)
+        return step
+    raise NoLoadableCheckpointError(
+        f"None of the {len(checkpoints)} checkpoints in {directory} loads: "
+        + "; ".join(skipped)
+        + ". Move them away to start the run over, or restore a copy."
+    )
 
 
 class StepCheckpoint(keras.callbacks.Callback):
@@ -136,10 +206,54 @@ class StepCheckpoint(keras.callbacks.Callback):
         final = checkpoint_path(self.directory, self.step)
         partial = os.path.join(self.directory, _TEMPORARY_PREFIX + os.path.basename(final))
         self.model.save_weights(partial, overwrite=True)
+        _fsync(partial)
         gfile.rename(partial, final, overwrite=True)
+        _fsync(self.directory)
         self._saved_step = self.step
         for _, path in list_checkpoints(self.directory)[: -self.keep]:
             gfile.remove(path)
+
+
+class _EpochLengthGuard(keras.callbacks.Callback):
+    """Raises `ShortEpochError` at the end of an epoch that trained on fewer batches than due.
+
+    Listed before the other callbacks, so that a short epoch ends the run before a checkpoint is
+    written off the epoch grid. It covers datasets that `_exact_epoch` cannot wrap (distributed
+    datasets); Keras itself only warns that the input "ran out of data".
+
+    Args:
+        skip: the batches of the first epoch trained before (a resumed run's partial epoch).
+        steps_per_epoch: the batches of an epoch.
+    """
+
+    def __init__(self, skip, steps_per_epoch):
+        super().__init__()
+        self.done, self.steps_per_epoch, self.epoch = skip, steps_per_epoch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.done < self.steps_per_epoch:
+            raise ShortEpochError(_short_epoch_message(epoch, self.done, self.steps_per_epoch))
+        self.done = 0
+
+
+def _short_epoch_message(epoch, seen, due):
+    return (
+        f"Epoch {epoch + 1} yielded {seen} of its {due} batches: its dataset ran out (images "
+        "that could not be decoded are dropped, or the split is smaller than "
+        "num_examples says). The run stops here, at the last full step, so that checkpoints stay "
+        "on the epoch grid; fix the data, or num_examples / steps_per_epoch, and run again."
+    )
+
+
+def _exact_epoch(dataset, steps):
+    """`dataset` cut to `steps` batches, raising at its end if it holds fewer."""
+    return dataset.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
 
 
 class _StopAtEpoch(keras.callbacks.Callback):
@@ -174,8 +288,8 @@ def resumable_fit(
 
     A partly trained epoch gets a `fit` of its own. The whole epochs after it are `tf.data`
     datasets concatenated up to `epochs_per_fit` at a time, each group one `fit` reading one
-    iterator: a `fit` per epoch cost the 2-core demo 5-13 s between epochs (the finished epoch's
-    iterator torn down and a new one started while training waited). Other datasets (such as
+    iterator: a `fit` per epoch pays, between epochs, for tearing down the finished epoch's
+    iterator and starting a new one while training waits (docs/performance.md). Other datasets (such as
     `tf.distribute` distributed ones, which cannot be concatenated) get a `fit` per epoch.
 
     Args:
@@ -207,19 +321,28 @@ def resumable_fit(
     while epoch < epochs:
         dataset = make_dataset(epoch, skip)
         last = epoch + 1
-        if not skip and isinstance(dataset, tf.data.Dataset):
-            # Each epoch exactly `steps_per_epoch` batches, so that the next starts where it should.
-            dataset = dataset.take(steps_per_epoch)
-            while last < min(epoch + epochs_per_fit, epochs):
-                dataset = dataset.concatenate(make_dataset(last, 0).take(steps_per_epoch))
+        if isinstance(dataset, tf.data.Dataset):
+            # Each epoch exactly its batches, so that the next starts where it should; a short
+            # one raises where it runs out instead of lending the next epoch's batches.
+            dataset = _exact_epoch(dataset, steps_per_epoch - skip)
+            while not skip and last < min(epoch + epochs_per_fit, epochs):
+                dataset = dataset.concatenate(_exact_epoch(make_dataset(last, 0), steps_per_epoch))
                 last += 1
-        model.fit(
-            dataset,
-            initial_epoch=epoch,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch - skip,
-            callbacks=list(callbacks) + [_StopAtEpoch(last)],
-            verbose=verbose,
-        )
+        guard = _EpochLengthGuard(skip, steps_per_epoch)
+        try:
+            model.fit(
+                dataset,
+                initial_epoch=epoch,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch - skip,
+                callbacks=[guard] + list(callbacks) + [_StopAtEpoch(last)],
+                verbose=verbose,
+            )
+        except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
+            if "expected to contain" not in str(error):
+                raise
+            raise ShortEpochError(
+                _short_epoch_message(guard.epoch, guard.done, steps_per_epoch)
+            ) from None
         epoch, skip = last, 0
     return total
