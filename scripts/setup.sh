@@ -13,8 +13,18 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# PyTorch first, pinned to the CPU build that this project's machines find; a torch>=2.1 already
-# in .venv (a CUDA build you installed, say) is kept.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+# PyTorch first, pinned to the CPU build that this project's machines find. A torch already in
+# .venv (a CUDA build you installed, say) is kept only if it meets setup.cfg's security floor
+# (2.10: torch.load(weights_only=True) bypasses fixed); an older one is replaced by the pin.
+TORCH_FLOOR=2.10
+if ! .venv/bin/python - "$TORCH_FLOOR" 2>/dev/null <<'PY'
+import sys
+import torch
+version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+sys.exit(0 if version >= tuple(int(part) for part in sys.argv[1].split(".")) else 1)
+PY
+then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
 .venv/bin/python -m pip install -q -e ".[jax,torch,test]"
 echo "keras-vicreg is installed in .venv"
