@@ -1,6 +1,7 @@
 """Tests of keras_vicreg.training.checkpointing: step checkpoints and a fit that resumes mid-epoch."""
 
 import os
+import signal
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from keras_vicreg import LARS
 from keras_vicreg import VICReg
 from keras_vicreg import WarmupCosine
 from keras_vicreg.training import checkpointing
+from keras_vicreg.training import preemption
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -286,3 +288,51 @@ def test_json_is_written_atomically_and_replaces_the_old_file(tmp_path):
 
     assert json.load(open(path)) == {"c": 3}
     assert os.listdir(tmp_path / "sub") == ["config.json"]
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process `signum` at the end of step `step`, as a preemption notice would."""
+
+    def __init__(self, step, signum):
+        super().__init__()
+        self.step, self.signum, self.seen = step, signum, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_the_step_and_the_relaunch_reaches_the_uninterrupted_weights(
+    tmp_path, uninterrupted, signum
+):
+    directory = str(tmp_path)
+    model = make_model(0)
+    with preemption.PreemptionSignal() as stop:
+        callbacks = [SignalAt(5, signum),
+                     checkpointing.StepCheckpoint(directory, 100, keep=20, stop_signal=stop)]
+        with pytest.raises(preemption.Preempted, match=f"{signal.Signals(signum).name} after step 5"):
+            checkpointing.resumable_fit(model, make_dataset, epochs=EPOCHS,
+                                        steps_per_epoch=STEPS_PER_EPOCH, callbacks=callbacks)
+    assert stop.received == signum and stop.active is False
+    # Step 4 (the epoch end) and step 5 (the signal, mid-epoch) are written, nothing else.
+    assert [step for step, _ in checkpointing.list_checkpoints(directory)] == [4, 5]
+    assert signal.getsignal(signum) is not stop._handle  # the previous handler is back
+
+    resumed, start = run(directory, seed=1)
+    assert start == 5
+    for a, b in zip(state(uninterrupted[0]), state(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_without_a_signal_the_stop_signal_changes_nothing(tmp_path, uninterrupted):
+    model = make_model(0)
+    with preemption.PreemptionSignal() as stop:
+        checkpointing.resumable_fit(
+            model, make_dataset, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+            callbacks=[checkpointing.StepCheckpoint(str(tmp_path), 3, keep=20, stop_signal=stop)],
+        )
+    assert stop.received is None
+    for a, b in zip(state(uninterrupted[0]), state(model), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -34,6 +34,8 @@ import keras
 import tensorflow as tf
 from tensorflow.io import gfile
 
+from keras_vicreg.training import preemption
+
 _NAME = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 _TEMPORARY_PREFIX = ".partial-"
 
@@ -173,9 +175,12 @@ class StepCheckpoint(keras.callbacks.Callback):
         every_steps: int >= 1, the interval in steps.
         initial_step: the step the run (re)starts from, e.g. `restore_latest`'s result.
         keep: int >= 1, how many checkpoints to keep.
+        stop_signal: a `preemption.PreemptionSignal` (or anything with a `received` attribute):
+            once it has received a signal, the step that just ended is saved and
+            `preemption.Preempted` is raised, ending `fit`.
     """
 
-    def __init__(self, directory, every_steps, initial_step=0, keep=3):
+    def __init__(self, directory, every_steps, initial_step=0, keep=3, stop_signal=None):
         super().__init__()
         for name, value in (("every_steps", every_steps), ("keep", keep)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -189,11 +194,15 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.keep = keep
         self.step = initial_step
         self._saved_step = initial_step
+        self.stop_signal = stop_signal
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step % self.every_steps == 0:
+        stop = self.stop_signal is not None and self.stop_signal.received is not None
+        if stop or self.step % self.every_steps == 0:
             self.save()
+        if stop:
+            raise preemption.Preempted(self.step, self.stop_signal.received)
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
