@@ -26,11 +26,13 @@ epochs are what fits in 20 minutes there at the machine's slow end (epochs of 87
 to run); a tenth epoch gave no better figure (90.72% against 90.75% linear top-1 at 44 pixels).
 """
 
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
-    """The demo; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
+    """The demo; `arg="runlocal"` shrinks it further (see `keras_vicreg.config.common`)."""
+    args = common.parse_arg(arg)
     config = pretraining.default_config()
     config.seed = 0
     config.dataset = "fashion_mnist"
@@ -40,7 +42,7 @@ def get_config(arg=None):
     config.shuffle_buffer = 60_000  # the whole training set (47 MB of 28x28 bytes)
     config.in_memory = True  # decoded once, not read from the files and decoded every epoch
     config.batch_size = 256
-    config.epochs = 9
+    config.epochs = 9  # 234 steps each, 2,106 in all (234 of warmup)
 
     config.model.backbone = "resnet18"
     config.model.source = "keras_hub"
@@ -68,15 +70,4 @@ def get_config(arg=None):
     config.log_every_steps = 20
     config.summary_every_steps = 100
     config.summary_examples = 256
-
-    # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
-    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 234
-    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 2,106
-    config.optimizer.warmup_steps = (
-        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 234
-    )
-    if arg == "runlocal":
-        pretraining.shrink_for_local_run(config)
-    elif arg:
-        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
-    return config
+    return common.finish_pretraining(config, args)
