@@ -17,13 +17,13 @@ once and augmented a batch at a time (`in_memory`), and TensorFlow runs two ops 
 thread each (`tf_intra_op_threads`), which suits 2 cores.
 
 Deviation: the release's LARS (eta 0.001) moves the weights 20 times less per step; after 2
-epochs it gave 83.2% linear top-1 against 86.8% with eta 0.02 (both 128 features; the README's
-LARS section lists the other settings tried).
+epochs it gave 83.2% linear top-1 against 86.8% with eta 0.02 (both 128 features;
+docs/results.md lists the other settings tried).
 
-Measured with `python -m trainers.demo` (configs/fashion_mnist_demo_eval.py, TensorFlow, bfloat16,
-the 2-core Intel Xeon of this project): see the README's Results for the figures and times. The
-epochs are what fits in 20 minutes there at the machine's slow end (epochs of 87-126 s from run
-to run); a tenth epoch gave no better figure (90.72% against 90.75% linear top-1 at 44 pixels).
+Measured with `python -m trainers.demo` (configs/fashion_mnist_demo_eval.py, TensorFlow, bfloat16):
+docs/results.md has the figures, docs/performance.md the times. The epochs are what fits in the
+20 minutes the demo aims at (docs/performance.md); a tenth epoch gave no better figure (90.72%
+against 90.75% linear top-1 at 44 pixels).
 """
 
 from keras_vicreg.config import common
@@ -61,10 +61,11 @@ def get_config(arg=None):
     config.optimizer.eta = 0.02
     config.optimizer.clip_trust_ratio = False
 
-    # About 25% faster where the CPU has bfloat16 instructions (the loss stays in float32);
-    # elsewhere bfloat16 would be emulated, slower than float32.
+    # Faster where the CPU has bfloat16 instructions (docs/performance.md; the loss stays in
+    # float32); elsewhere bfloat16 would be emulated, slower than float32.
     config.mixed_precision = "mixed_bfloat16" if pretraining.cpu_has_bfloat16() else "float32"
-    # One thread per op, two ops side by side on the 2 cores: 6% faster steps than two per op.
+    # One thread per op, two ops side by side: faster on 2 cores than two threads per op
+    # (docs/performance.md).
     config.tf_intra_op_threads = 1
     config.checkpoint_every_steps = 200
     config.log_every_steps = 20

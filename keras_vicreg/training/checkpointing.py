@@ -8,7 +8,8 @@ one. Here the resume point is the step (the number of batches trained on):
 - `StepCheckpoint` saves the weights and the optimizer state (`model.save_weights`) under the step's
   number, every `every_steps` steps and at each epoch end, under a temporary name first and then
   renamed, keeping the last few (local paths and, through `tf.io.gfile`, cloud storage). List it
-  after `keras_vicreg.training.callbacks.NaNGuard`, which raises before non-finite weights can be saved.
+  after `keras_vicreg.training.callbacks.NaNGuard`, which raises before non-finite weights can be
+  saved.
 - `restore_latest` loads the newest complete checkpoint and returns its step.
 - `resumable_fit` trains from that step to the end on `make_dataset(epoch, skip)`: the epoch's
   batches in a fixed order (a function of the seed and the epoch only), without the batches
@@ -174,8 +175,8 @@ def resumable_fit(
 
     A partly trained epoch gets a `fit` of its own. The whole epochs after it are `tf.data`
     datasets concatenated up to `epochs_per_fit` at a time, each group one `fit` reading one
-    iterator: a `fit` per epoch cost the 2-core demo 5-13 s between epochs (the finished epoch's
-    iterator torn down and a new one started while training waited). Other datasets (such as
+    iterator: with a `fit` per epoch, training waits between epochs while the finished epoch's
+    iterator is torn down and a new one started (docs/performance.md). Other datasets (such as
     `tf.distribute` distributed ones, which cannot be concatenated) get a `fit` per epoch.
 
     Args:
