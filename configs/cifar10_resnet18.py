@@ -17,11 +17,13 @@ this scale: see `fashion_mnist_demo.py`. The warmup (10 epochs), the cosine floo
 are the ImageNet recipe's.
 """
 
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
-    """The recipe; `arg="runlocal"` shrinks it for a smoke run (see `shrink_for_local_run`)."""
+    """The recipe; `arg="runlocal"` shrinks it for a smoke run (`keras_vicreg.config.common`)."""
+    args = common.parse_arg(arg)
     config = pretraining.default_config()
     config.seed = 0
     config.dataset = "cifar10"
@@ -30,7 +32,7 @@ def get_config(arg=None):
     config.num_examples = 50_000  # CIFAR-10's training images
     config.shuffle_buffer = 50_000  # the whole training set
     config.batch_size = 256
-    config.epochs = 1000
+    config.epochs = 1000  # 195 steps each, 195,000 in all (1,950 of warmup)
 
     config.model.backbone = "resnet18"
     config.model.source = "keras_hub"
@@ -58,15 +60,4 @@ def get_config(arg=None):
     config.log_every_steps = 50
     config.summary_every_steps = 1000
     config.summary_examples = 256
-
-    # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
-    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 195
-    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 195,000
-    config.optimizer.warmup_steps = (
-        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 1,950
-    )
-    if arg == "runlocal":
-        pretraining.shrink_for_local_run(config)
-    elif arg:
-        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
-    return config
+    return common.finish_pretraining(config, args)

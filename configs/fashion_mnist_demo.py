@@ -17,20 +17,22 @@ once and augmented a batch at a time (`in_memory`), and TensorFlow runs two ops 
 thread each (`tf_intra_op_threads`), which suits 2 cores.
 
 Deviation: the release's LARS (eta 0.001) moves the weights 20 times less per step; after 2
-epochs it gave 83.2% linear top-1 against 86.8% with eta 0.02 (both 128 features; the README's
-LARS section lists the other settings tried).
+epochs it gave 83.2% linear top-1 against 86.8% with eta 0.02 (both 128 features;
+docs/results.md lists the other settings tried).
 
-Measured with `python -m trainers.demo` (configs/fashion_mnist_demo_eval.py, TensorFlow, bfloat16,
-the 2-core Intel Xeon of this project): see the README's Results for the figures and times. The
-epochs are what fits in 20 minutes there at the machine's slow end (epochs of 87-126 s from run
-to run); a tenth epoch gave no better figure (90.72% against 90.75% linear top-1 at 44 pixels).
+Measured with `python -m trainers.demo` (configs/fashion_mnist_demo_eval.py, TensorFlow, bfloat16):
+docs/results.md has the figures, docs/performance.md the times. The epochs are what fits in the
+20 minutes the demo aims at (docs/performance.md); a tenth epoch gave no better figure (90.72%
+against 90.75% linear top-1 at 44 pixels).
 """
 
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
-    """The demo; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
+    """The demo; `arg="runlocal"` shrinks it further (see `keras_vicreg.config.common`)."""
+    args = common.parse_arg(arg)
     config = pretraining.default_config()
     config.seed = 0
     config.dataset = "fashion_mnist"
@@ -40,7 +42,7 @@ def get_config(arg=None):
     config.shuffle_buffer = 60_000  # the whole training set (47 MB of 28x28 bytes)
     config.in_memory = True  # decoded once, not read from the files and decoded every epoch
     config.batch_size = 256
-    config.epochs = 9
+    config.epochs = 9  # 234 steps each, 2,106 in all (234 of warmup)
 
     config.model.backbone = "resnet18"
     config.model.source = "keras_hub"
@@ -62,24 +64,14 @@ def get_config(arg=None):
     config.optimizer.eta = 0.02
     config.optimizer.clip_trust_ratio = False
 
-    # About 25% faster where the CPU has bfloat16 instructions (the loss stays in float32);
-    # elsewhere bfloat16 would be emulated, slower than float32.
+    # Faster where the CPU has bfloat16 instructions (docs/performance.md; the loss stays in
+    # float32); elsewhere bfloat16 would be emulated, slower than float32.
     config.mixed_precision = "mixed_bfloat16" if pretraining.cpu_has_bfloat16() else "float32"
-    # One thread per op, two ops side by side on the 2 cores: 6% faster steps than two per op.
+    # One thread per op, two ops side by side: faster on 2 cores than two threads per op
+    # (docs/performance.md).
     config.tf_intra_op_threads = 1
     config.checkpoint_every_steps = 200
     config.log_every_steps = 20
     config.summary_every_steps = 100
     config.summary_examples = 256
-
-    # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
-    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 234
-    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 2,106
-    config.optimizer.warmup_steps = (
-        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 234
-    )
-    if arg == "runlocal":
-        pretraining.shrink_for_local_run(config)
-    elif arg:
-        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
-    return config
+    return common.finish_pretraining(config, args)

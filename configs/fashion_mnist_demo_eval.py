@@ -21,9 +21,12 @@ the backbones of two demo runs (9 and 10 epochs), at 28 / 32 / 36 / 40 / 44 / 48
 
 import ml_collections
 
+from keras_vicreg.config import common
+
 
 def get_config(arg=None):
     """The evaluation; `arg="runlocal"`: a few hundred images, a few epochs."""
+    args = common.parse_arg(arg)
     config = ml_collections.ConfigDict()
     config.train_split = "train"
     config.test_split = "test"
@@ -33,11 +36,9 @@ def get_config(arg=None):
         dict(learning_rates=(0.1,), epochs=20, batch_size=256, momentum=0.9, weight_decay=1e-6)
     )
     config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
-    if arg == "runlocal":
+    if args.runlocal:
         config.train_split = "train[:512]"
         config.test_split = "test[:256]"
         config.linear.epochs = 5
         config.knn.k = 20
-    elif arg:
-        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
     return config

@@ -11,23 +11,27 @@ batch 256, 100 epochs, cosine; random resized crop 224 + flip for training, resi
 `:precompute` embeds the centre crops once and sweeps the head's learning rate (fast, no
 augmentation). Transfer (the same head recipe, not the paper's per-dataset ones): `:places365_small`
 (tfds has Places365, not the paper's Places205), `:voc2007` (multi-label, mean average precision,
-trained on train+validation, tested on test; the paper trains linear SVMs), `:i_naturalist2018`.
-Arguments combine with commas; `:runlocal` shrinks everything for a smoke run on a folder:
+trained on train+validation, tested on test; the paper trains linear SVMs), `:i_naturalist2018`;
+at most one of them (`:imagenet2012`, the default, names ImageNet itself). Arguments combine with
+commas; `:runlocal` shrinks everything for a smoke run on a folder:
 `--config=configs/linear_eval_imagenet.py:runlocal --config.dataset=/path/to/folder`.
 """
 
+from keras_vicreg.config import common
 from keras_vicreg.evaluation import runs
 
+# The transfer rows: the dataset and its splits (the default row is ImageNet's own).
 _TRANSFER = {
+    "imagenet2012": dict(),
     "places365_small": dict(dataset="places365_small", val_split="validation"),
     "voc2007": dict(dataset="voc/2007", train_split="train+validation", val_split="test"),
     "i_naturalist2018": dict(dataset="i_naturalist2018", val_split="validation"),
 }
-_ARGS = ("precompute", "runlocal", *_TRANSFER)
 
 
 def get_config(arg=None):
-    """The ImageNet linear evaluation; `arg` is a comma-separated list of `_ARGS`."""
+    """The ImageNet linear evaluation; `arg`: a transfer dataset, `precompute`, `runlocal`."""
+    args = common.parse_arg(arg, flags=("precompute",), dataset=tuple(_TRANSFER))
     config = runs.default_config()
     config.dataset = "imagenet2012"
     config.batch_size = 256
@@ -36,13 +40,8 @@ def get_config(arg=None):
     config.momentum = 0.9
     config.weight_decay = 1e-6
     config.learning_rates = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # used with :precompute
-    for name in filter(None, (arg or "").split(",")):
-        if name not in _ARGS:
-            raise ValueError(f"The config's arguments are {_ARGS}. Received: arg={arg!r}")
-        if name in _TRANSFER:
-            config.update(_TRANSFER[name])
-        elif name == "precompute":
-            config.precompute_features = True
-        else:
-            runs.shrink_for_local_run(config)
+    config.update(_TRANSFER[args.dataset])
+    config.precompute_features = args.precompute
+    if args.runlocal:
+        runs.shrink_for_local_run(config)
     return config

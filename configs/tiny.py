@@ -3,15 +3,17 @@ r"""A tiny run for tests and smoke checks: a few steps on a few hundred generate
     python -m trainers.pretrain --config=configs/tiny.py --workdir=/tmp/vicreg_tiny
 
 384 generated 16-pixel images, batches of 32, 2 epochs of 12 steps, a two-layer convnet and a
-"32-32" expander, checkpoints every 5 steps and at the end of each epoch. No XLA: compiling would take longer than training.
-Seconds on a CPU, on every backend.
+"32-32" expander, checkpoints every 5 steps and at the end of each epoch. No XLA: compiling would
+take longer than training. Seconds on a CPU, on every backend.
 """
 
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 
 
 def get_config(arg=None):
-    """The tiny config; `arg="runlocal"` shrinks it further (see `shrink_for_local_run`)."""
+    """The tiny config; `arg="runlocal"` shrinks it further (see `keras_vicreg.config.common`)."""
+    args = common.parse_arg(arg)
     config = pretraining.default_config()
     config.seed = 0
     config.dataset = "synthetic"
@@ -20,7 +22,7 @@ def get_config(arg=None):
     config.num_examples = 384
     config.shuffle_buffer = 384
     config.batch_size = 32
-    config.epochs = 2
+    config.epochs = 2  # 12 steps each, 24 in all (12 of warmup)
 
     config.model.backbone = "convnet"
     config.model.filters = (8, 16, 16, 16)  # the convnet uses the first two widths
@@ -39,15 +41,4 @@ def get_config(arg=None):
     config.summary_examples = 32
     config.summary_image_pairs = 2
     config.collapse_patience_steps = 10
-
-    # Derived numbers, recomputed when num_examples, batch_size or epochs are overridden.
-    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")  # 12
-    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")  # 24
-    config.optimizer.warmup_steps = (
-        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")  # 12
-    )
-    if arg == "runlocal":
-        pretraining.shrink_for_local_run(config)
-    elif arg:
-        raise ValueError(f'The config takes no argument or "runlocal". Received: arg={arg!r}')
-    return config
+    return common.finish_pretraining(config, args)

@@ -364,7 +364,7 @@ def test_configs_hold_the_released_recipes():
     linear = _config("linear_eval_imagenet")
     assert (linear.learning_rate, linear.batch_size, linear.epochs) == (0.02, 256, 100)
     assert (linear.momentum, linear.weight_decay, linear.image_size) == (0.9, 1e-6, 224)
-    one, ten = _config("finetune_imagenet_1pct"), _config("finetune_imagenet_10pct")
+    one, ten = _config("finetune_imagenet", "1pct"), _config("finetune_imagenet", "10pct")
     assert (one.dataset, one.backbone_learning_rate, one.head_learning_rate) == (
         "imagenet2012_subset/1pct", 0.03, 0.08)
     assert (ten.dataset, ten.backbone_learning_rate, ten.head_learning_rate) == (
@@ -451,7 +451,7 @@ def test_linear_evaluation_of_the_tiny_pretrained_backbone_keeps_it_unchanged(ti
 @pytest.mark.parametrize("trainer, config", [
     ("linear_eval", "linear_eval_imagenet.py:runlocal"),
     ("knn_eval", "linear_eval_imagenet.py:runlocal"),
-    ("finetune", "finetune_imagenet_1pct.py:runlocal"),
+    ("finetune", "finetune_imagenet.py:1pct,runlocal"),
 ])
 def test_evaluation_trainers_write_results_and_tensorboard(tiny_pretrained, tmp_path, trainer,
                                                            config):

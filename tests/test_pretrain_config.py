@@ -1,23 +1,109 @@
-"""Tests of keras_vicreg.config.pretraining and of the recipes in configs/."""
+"""Tests of keras_vicreg.config (pretraining, common) and of the recipes in configs/."""
 
 import importlib.util
 import pathlib
+import re
 
 import ml_collections
 import pytest
 
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 
 pytestmark = pytest.mark.backend_neutral
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+# The pretraining recipes with every argument they take.
 RECIPES = [
-    "imagenet_resnet50_1000ep",
-    "imagenet_resnet50_100ep",
-    "cifar10_resnet18",
-    "fashion_mnist_demo",
-    "tiny",
+    ("imagenet_resnet50", None),
+    ("imagenet_resnet50", "1000ep"),
+    ("imagenet_resnet50", "100ep"),
+    ("imagenet_resnet50", "1000ep,runlocal"),
+    ("imagenet_resnet50", "100ep,runlocal"),
+    ("cifar10_resnet18", None),
+    ("cifar10_resnet18", "runlocal"),
+    ("fashion_mnist_demo", None),
+    ("fashion_mnist_demo", "runlocal"),
+    ("tiny", None),
+    ("tiny", "runlocal"),
 ]
+
+# keras-vicreg 0.1's config files, each now a row of a file with an argument.
+RENAMED = {
+    "imagenet_resnet50_1000ep.py": "imagenet_resnet50.py:1000ep",
+    "imagenet_resnet50_100ep.py": "imagenet_resnet50.py:100ep",
+    "finetune_imagenet_1pct.py": "finetune_imagenet.py:1pct",
+    "finetune_imagenet_10pct.py": "finetune_imagenet.py:10pct",
+}
+
+# The resolved numbers of every config and argument as 0.1's files gave them (computed from those
+# files before they were merged and moved onto keras_vicreg.config.common; the 0.1 name of a
+# renamed file is in RENAMED). The layout must not change a recipe.
+PRETRAINING_KEYS = (
+    "num_examples", "batch_size", "epochs", "steps_per_epoch", "total_steps",
+    "optimizer.warmup_steps", "optimizer.base_learning_rate", "optimizer.weight_decay",
+    "optimizer.eta", "image_size", "model.expander",
+)
+PRETRAINING_0_1 = {
+    "cifar10_resnet18.py":
+        (50_000, 256, 1000, 195, 195_000, 1950, 0.3, 1e-4, 0.02, 32, "2048-2048-2048"),
+    "cifar10_resnet18.py:runlocal": (50_000, 16, 2, 3, 6, 3, 0.3, 1e-4, 0.02, 32, "64-64"),
+    "fashion_mnist_demo.py":
+        (60_000, 256, 9, 234, 2106, 234, 0.3, 1e-4, 0.02, 28, "1024-1024-1024"),
+    "fashion_mnist_demo.py:runlocal": (60_000, 16, 2, 3, 6, 3, 0.3, 1e-4, 0.02, 28, "64-64"),
+    "imagenet_resnet50.py:100ep":
+        (1_281_167, 2048, 100, 625, 62_500, 6250, 0.3, 1e-6, 1e-3, 224, "8192-8192-8192"),
+    "imagenet_resnet50.py:100ep,runlocal":
+        (1_281_167, 16, 2, 3, 6, 3, 0.3, 1e-6, 1e-3, 64, "64-64"),
+    "imagenet_resnet50.py:1000ep":
+        (1_281_167, 2048, 1000, 625, 625_000, 6250, 0.2, 1e-6, 1e-3, 224, "8192-8192-8192"),
+    "imagenet_resnet50.py:1000ep,runlocal":
+        (1_281_167, 16, 2, 3, 6, 3, 0.2, 1e-6, 1e-3, 64, "64-64"),
+    "tiny.py": (384, 32, 2, 12, 24, 12, 0.3, 1e-4, 1e-3, 16, "32-32"),
+    "tiny.py:runlocal": (384, 16, 2, 3, 6, 3, 0.3, 1e-4, 1e-3, 16, "64-64"),
+}
+EVALUATION_KEYS = (
+    "dataset", "train_split", "val_split", "image_size", "batch_size", "epochs", "learning_rate",
+    "backbone_learning_rate", "head_learning_rate", "weight_decay", "precompute_features",
+)
+EVALUATION_0_1 = {
+    "finetune_imagenet.py:1pct":
+        ("imagenet2012_subset/1pct", "train", "validation", 224, 256, 20,
+         0.02, 0.03, 0.08, 0.0, False),
+    "finetune_imagenet.py:1pct,runlocal":
+        ("imagenet2012_subset/1pct", "train", "validation", 16, 8, 1,
+         0.02, 0.03, 0.08, 0.0, False),
+    "finetune_imagenet.py:10pct":
+        ("imagenet2012_subset/10pct", "train", "validation", 224, 256, 20,
+         0.02, 0.01, 0.1, 0.0, False),
+    "finetune_imagenet.py:10pct,runlocal":
+        ("imagenet2012_subset/10pct", "train", "validation", 16, 8, 1,
+         0.02, 0.01, 0.1, 0.0, False),
+    "linear_eval_imagenet.py":
+        ("imagenet2012", "train", "validation", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, False),
+    "linear_eval_imagenet.py:precompute":
+        ("imagenet2012", "train", "validation", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, True),
+    "linear_eval_imagenet.py:runlocal":
+        ("imagenet2012", "train", "validation", 16, 8, 1, 0.02, 0.0, 0.02, 1e-6, False),
+    "linear_eval_imagenet.py:places365_small":
+        ("places365_small", "train", "validation", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, False),
+    "linear_eval_imagenet.py:voc2007":
+        ("voc/2007", "train+validation", "test", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, False),
+    "linear_eval_imagenet.py:i_naturalist2018":
+        ("i_naturalist2018", "train", "validation", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, False),
+    "linear_eval_imagenet.py:voc2007,precompute":
+        ("voc/2007", "train+validation", "test", 224, 256, 100, 0.02, 0.0, 0.02, 1e-6, True),
+    "linear_eval_imagenet.py:voc2007,precompute,runlocal":
+        ("voc/2007", "train+validation", "test", 16, 8, 1, 0.02, 0.0, 0.02, 1e-6, True),
+    "linear_eval_imagenet.py:precompute,runlocal":
+        ("imagenet2012", "train", "validation", 16, 8, 1, 0.02, 0.0, 0.02, 1e-6, True),
+}
+DEMO_EVAL_KEYS = ("train_split", "test_split", "image_size", "batch_size", "linear.epochs", "knn.k")
+DEMO_EVAL_0_1 = {
+    "fashion_mnist_demo_eval.py": ("train", "test", 44, 500, 20, 200),
+    "fashion_mnist_demo_eval.py:runlocal": ("train[:512]", "test[:256]", 44, 500, 5, 20),
+
+}
 
 
 def load_config(name, arg=None):
@@ -28,36 +114,113 @@ def load_config(name, arg=None):
     return module.get_config(arg)
 
 
-@pytest.mark.parametrize("name", RECIPES)
-@pytest.mark.parametrize("arg", [None, "runlocal"])
-def test_every_recipe_and_its_runlocal_variant_are_valid(name, arg):
+def _load(file_and_arg):
+    """`load_config` of "name.py:arg" as written on the command line."""
+    file, _, arg = file_and_arg.partition(":")
+    return load_config(file.removesuffix(".py"), arg or None)
+
+
+def _values(config, keys):
+    """The values of dotted `keys` ("optimizer.eta") of a resolved config."""
+    values = []
+    for key in keys:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        values.append(node)
+    return tuple(values)
+
+
+@pytest.mark.parametrize("name, arg", RECIPES)
+def test_every_recipe_and_every_argument_are_valid(name, arg):
     config = load_config(name, arg)
     pretraining.validate(config)
     assert config.total_steps == config.steps_per_epoch * config.epochs
 
 
+@pytest.mark.parametrize(
+    "table, keys",
+    [(PRETRAINING_0_1, PRETRAINING_KEYS), (EVALUATION_0_1, EVALUATION_KEYS),
+     (DEMO_EVAL_0_1, DEMO_EVAL_KEYS)],
+    ids=["pretraining", "evaluation", "demo_eval"],
+)
+def test_every_config_and_argument_resolves_to_the_numbers_of_0_1(table, keys):
+    for file_and_arg, expected in table.items():
+        assert _values(_load(file_and_arg), keys) == expected, file_and_arg
+
+
+def test_every_config_file_is_in_the_table_and_the_renamed_ones_are_gone():
+    tables = {**PRETRAINING_0_1, **EVALUATION_0_1, **DEMO_EVAL_0_1}
+    files = {name.partition(":")[0] for name in tables}
+    assert files == {path.name for path in CONFIGS.glob("*.py")}
+    assert not set(RENAMED) & files
+    assert set(RENAMED.values()) <= set(tables)
+
+
+@pytest.mark.parametrize(
+    "name, default, explicit",
+    [("imagenet_resnet50", None, "1000ep"), ("imagenet_resnet50", "runlocal", "runlocal,1000ep"),
+     ("finetune_imagenet", None, "1pct"), ("finetune_imagenet", "runlocal", "1pct,runlocal"),
+     ("linear_eval_imagenet", None, "imagenet2012")],
+)
+def test_a_config_without_its_choice_takes_the_documented_default(name, default, explicit):
+    assert load_config(name, default).to_dict() == load_config(name, explicit).to_dict()
+
+
 def test_imagenet_recipe_has_the_papers_numbers():
-    config = load_config("imagenet_resnet50_1000ep")
+    config = load_config("imagenet_resnet50", "1000ep")
     assert (config.batch_size, config.epochs, config.model.expander) == (
         2048, 1000, "8192-8192-8192"
     )
     assert (config.optimizer.base_learning_rate, config.optimizer.weight_decay) == (0.2, 1e-6)
     assert (config.steps_per_epoch, config.total_steps) == (625, 625_000)
     assert config.optimizer.warmup_steps == 6_250  # 10 epochs
-    assert load_config("imagenet_resnet50_100ep").optimizer.base_learning_rate == 0.3
+    assert load_config("imagenet_resnet50", "100ep").optimizer.base_learning_rate == 0.3
 
 
 def test_overriding_the_batch_size_updates_the_derived_numbers():
-    config = load_config("imagenet_resnet50_1000ep")
+    config = load_config("imagenet_resnet50", "1000ep")
     config.batch_size = 256  # what --config.batch_size=256 does
     assert config.steps_per_epoch == 1_281_167 // 256
     assert config.total_steps == 5004 * 1000
     assert config.optimizer.warmup_steps == 5004 * 10
 
 
+def test_overriding_the_epochs_updates_the_total_steps():
+    config = load_config("fashion_mnist_demo")
+    config.epochs = 10  # --config.epochs=10
+    config.optimizer.warmup_epochs = 2
+    assert (config.total_steps, config.optimizer.warmup_steps) == (2340, 468)
+    local = load_config("imagenet_resnet50", "100ep,runlocal")
+    local.epochs = 1  # steps_per_epoch stays runlocal's 3
+    assert (local.steps_per_epoch, local.total_steps) == (3, 3)
+
+
+def test_overriding_a_derived_number_replaces_its_formula():
+    config = load_config("tiny")
+    config.steps_per_epoch = 5  # --config.steps_per_epoch=5: shorter epochs
+    assert (config.total_steps, config.optimizer.warmup_steps) == (10, 5)
+
+
+def test_command_line_overrides_reach_the_derived_numbers():
+    # What trainers/pretrain.py's config flag does with --config=...:arg --config.key=value.
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["test", f"--config={CONFIGS / 'imagenet_resnet50.py'}:100ep",
+            "--config.batch_size=512", "--config.epochs=20"]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                    sys_argv=argv)
+    flag_values(argv)
+    config = flag_values.config
+    assert (config.steps_per_epoch, config.total_steps) == (2502, 50_040)
+    assert config.optimizer.warmup_steps == 25_020  # 10 epochs
+
+
 def test_runlocal_shrinks_the_run_and_keeps_the_method():
-    full = load_config("imagenet_resnet50_1000ep")
-    local = load_config("imagenet_resnet50_1000ep", "runlocal")
+    full = load_config("imagenet_resnet50", "1000ep")
+    local = load_config("imagenet_resnet50", "1000ep,runlocal")
     assert (local.batch_size, local.total_steps, local.model.expander) == (16, 6, "64-64")
     assert (local.image_size, local.model.stem, local.model.filters) == (64, "small",
                                                                           (8, 16, 32, 64))
@@ -66,9 +229,28 @@ def test_runlocal_shrinks_the_run_and_keeps_the_method():
     )
 
 
-def test_a_config_rejects_an_unknown_argument():
-    with pytest.raises(ValueError, match="runlocal"):
-        load_config("tiny", "fast")
+@pytest.mark.parametrize(
+    "name, arg, allowed",
+    [("tiny", "fast", "['runlocal']"),
+     ("imagenet_resnet50", "300ep", "['1000ep', '100ep', 'runlocal']"),
+     ("imagenet_resnet50", "1000ep,runlocl", "['1000ep', '100ep', 'runlocal']"),
+     ("finetune_imagenet", "5pct", "['1pct', '10pct', 'runlocal']"),
+     ("fashion_mnist_demo_eval", "fast", "['runlocal']")],
+)
+def test_a_config_rejects_an_unknown_argument_naming_the_allowed_ones(name, arg, allowed):
+    with pytest.raises(ValueError, match=re.escape(f"list of {allowed}. Received: arg={arg!r}")):
+        load_config(name, arg)
+
+
+def test_a_config_rejects_two_rows_of_one_choice():
+    with pytest.raises(ValueError, match=r"takes one of \['1000ep', '100ep'\]"):
+        load_config("imagenet_resnet50", "100ep,1000ep")
+
+
+def test_parse_arg_reads_choices_and_flags_in_any_order():
+    args = common.parse_arg(" runlocal , 10pct,", flags=("precompute",), labels=("1pct", "10pct"))
+    assert (args.labels, args.runlocal, args.precompute) == ("10pct", True, False)
+    assert common.parse_arg(None, labels=("1pct", "10pct")).labels == "1pct"
 
 
 def _invalid(config, num_replicas=1):

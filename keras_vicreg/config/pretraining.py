@@ -1,9 +1,10 @@
-"""The pretraining config: its keys and defaults, a shrink for local runs, and validation.
+"""The pretraining config: its keys and defaults, and validation.
 
 `trainers/pretrain.py` reads an `ml_collections.ConfigDict` from a file in `configs/`. Each file
-starts from `default_config()`, sets the numbers of its recipe and computes the derived ones
-(`steps_per_epoch`, `total_steps`, `optimizer.warmup_steps`) from `FieldReference`s, so that a
-command-line override such as `--config.batch_size=256` updates them too. `validate` then checks
+starts from `default_config()`, sets the numbers of its recipe and ends with
+`keras_vicreg.config.common.finish_pretraining`, which computes the derived ones (`steps_per_epoch`,
+`total_steps`, `optimizer.warmup_steps`) as `FieldReference`s, so that a command-line override such
+as `--config.batch_size=256` updates them too, and applies `runlocal`. `validate` then checks
 the resolved config before any data is read: an unknown or missing key, a value of the wrong type or
 out of range, an unknown backbone, dataset or augmentation preset, or a batch that does not split
 over the replicas is a `ValueError` naming every problem at once.
@@ -57,7 +58,7 @@ def default_config():
     """The defaults of every key; a config file starts here and sets its recipe.
 
     The derived keys `steps_per_epoch`, `total_steps` and `optimizer.warmup_steps` are placeholders
-    that each config file computes from references (`config.get_ref`), so that they follow
+    that `keras_vicreg.config.common.set_derived_numbers` fills with references, so that they follow
     command-line overrides of `batch_size`, `epochs` or `num_examples`.
 
     Returns:
@@ -125,36 +126,6 @@ def cpu_has_bfloat16():
     except OSError:  # not Linux: assume not
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def shrink_for_local_run(config):
-    """The `runlocal` variant of a recipe: same dataset and method, a few small steps.
-
-    Keeps the dataset, the augmentation and the loss, and shrinks everything that costs time: images
-    of at most 64 pixels, batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet
-    widths with the small stem, frequent checkpoints and summaries. Changes `config` in place.
-
-    Args:
-        config: a recipe's config (with its derived references).
-
-    Returns:
-        `config`.
-    """
-    config.image_size = min(config.image_size, 64)
-    config.batch_size = 16
-    config.epochs = 2
-    config.steps_per_epoch = 3
-    config.shuffle_buffer = 64
-    config.model.stem = "small"
-    config.model.filters = (8, 16, 32, 64)
-    config.model.expander = "64-64"
-    config.optimizer.warmup_epochs = 1
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.summary_every_steps = 2
-    config.summary_examples = 16
-    config.summary_image_pairs = 2
-    return config
 
 
 def _flatten(config, prefix="config."):
@@ -225,7 +196,8 @@ def _choice(problems, key, value, choices, what):
 def _at_least(problems, key, value, minimum, strict=False):
     if value is None:
         problems.append(
-            f"{key} must be set (a derived number each config file computes). "
+            f"{key} must be set (a derived number: see "
+            "keras_vicreg.config.common.set_derived_numbers). "
             f"Received: {key}=None"
         )
     elif not (value > minimum if strict else value >= minimum) or not math.isfinite(value):

@@ -46,8 +46,8 @@ class NaNGuard(keras.callbacks.Callback):
     The weights are checked as well as the logs because a step can have a finite loss and
     non-finite gradients: its update breaks the weights, and a checkpoint saved at that step would
     hold them although the loss only turns NaN one step later. The check is one compiled sum over
-    the weights per step (a `tf.function` or `jax.jit`; PyTorch sums eagerly), about 1 ms for a
-    ResNet-18; turn it off with `check_weights=False` where that matters.
+    the weights per step (a `tf.function` or `jax.jit`; PyTorch sums eagerly), small next to a
+    training step (docs/performance.md); turn it off with `check_weights=False` where that matters.
 
     Args:
         check_weights: bool. Also check every model weight after each step. Defaults to `True`.
@@ -120,8 +120,8 @@ class NaNGuard(keras.callbacks.Callback):
 def _compiled_sum(variables):
     """A function of no argument returning the float32 sum of `variables`' current values.
 
-    Compiled where the backend compiles (one graph instead of an op per variable, 30x faster for a
-    ResNet-18 on TensorFlow); op by op on PyTorch, whose eager ops are cheap.
+    Compiled where the backend compiles (one graph instead of an op per variable, much faster:
+    docs/performance.md); op by op on PyTorch, whose eager ops are cheap.
     """
 
     def total(values):

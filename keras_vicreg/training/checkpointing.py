@@ -297,8 +297,8 @@ def resumable_fit(
 
     A partly trained epoch gets a `fit` of its own. The whole epochs after it are `tf.data`
     datasets concatenated up to `epochs_per_fit` at a time, each group one `fit` reading one
-    iterator: a `fit` per epoch pays, between epochs, for tearing down the finished epoch's
-    iterator and starting a new one while training waits (docs/performance.md). Other datasets (such as
+    iterator: with a `fit` per epoch, training waits between epochs while the finished epoch's
+    iterator is torn down and a new one started (docs/performance.md). Other datasets (such as
     `tf.distribute` distributed ones, which cannot be concatenated) get a `fit` per epoch.
 
     Args:

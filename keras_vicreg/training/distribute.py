@@ -20,7 +20,7 @@ BatchNormalization must be synchronised across replicas too, or its statistics a
 `VICReg(sync_batch_norm=True)` for the expander and `sync_batch_norm(backbone)` for a backbone
 (TensorFlow; under JAX's SPMD the statistics are already those of the global batch).
 
-What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see the README):
+What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/guide.md):
 - global batches of one size, divisible by the number of replicas: batch with `drop_remainder=True`
   (the gather refuses replicas of different static sizes);
 - `steps_per_execution=1` under MirroredStrategy and MultiWorkerMirroredStrategy: Keras fails with

@@ -2,10 +2,10 @@
 
 Keras 3's `BatchNormalization` is written in `keras.ops`: on the TensorFlow backend its moments and
 normalisation are a dozen element-wise kernels forwards and as many backwards, with casts to float32
-under mixed precision. On a CPU that is most of a small ResNet's training step: the demo's narrow
-ResNet-18 on 28-pixel images trains at 0.70 s/step with it and 0.43 s/step with TensorFlow's fused
-kernel (`FusedBatchNormV3`, which oneDNN also fuses with the following ReLU), measured with
-`python benchmarks/train_step.py --models demo`. `FusedBatchNormalization` is a
+under mixed precision. On a CPU that can be most of a small ResNet's training step, which
+TensorFlow's fused kernel (`FusedBatchNormV3`, which oneDNN also fuses with the following ReLU)
+shortens a good deal (docs/performance.md has the demo's step with and without it, from
+`python benchmarks/train_step.py --models demo demo_keras_bn`). `FusedBatchNormalization` is a
 `keras.layers.BatchNormalization` (same arguments, weights, config and moving statistics) whose
 `call` uses that kernel where it applies and Keras' own computation everywhere else: on JAX and
 PyTorch, for synchronised or renormalised statistics, masks, float64 inputs, or an axis other than

@@ -1,12 +1,12 @@
 """Conv2D whose filter gradient, on small feature maps on a CPU, is one matrix product.
 
 On a CPU, TensorFlow computes a convolution's filter gradient with oneDNN's backward-weights
-kernel, which for small maps and many channels runs far below its forward speed: for the 4 x 4
-maps of 256 channels in the last stage of a ResNet on 28- or 32-pixel images, 19 ms for a batch
-of 256 against 8 ms for the same sum written as one product of the input's patches (im2col) by the
-output gradient (measured with `python benchmarks/train_step.py --models demo demo_conv` on the
-2-core AMX CPU of this project, where that stage's filter gradients were a third of the training
-step). `MatmulGradConv2D` is a `keras.layers.Conv2D` (same arguments, weights and config) that
+kernel, which for small maps and many channels runs far below its forward speed, as on the 4 x 4
+maps of 256 channels in the last stage of a ResNet on 28- or 32-pixel images; there the same sum
+written as one product of the input's patches (im2col) by the output gradient is faster, and that
+stage's filter gradients are a large part of a small CPU's training step (docs/performance.md has
+the figures, from `python benchmarks/train_step.py --models demo demo_conv`).
+`MatmulGradConv2D` is a `keras.layers.Conv2D` (same arguments, weights and config) that
 computes its filter gradient that way where it is faster: on the TensorFlow backend, with no GPU or
 TPU visible, for stride-1 undilated ungrouped channels-last convolutions whose output map has at
 most `MAX_POSITIONS` positions. Everywhere else it is Keras' Conv2D. The forward pass and the input
@@ -19,8 +19,8 @@ import keras
 
 from keras_vicreg.experimental.cpu import layer_classes
 
-# Output maps of at most this many positions take the matrix-product filter gradient: 4 x 4 maps
-# gain 2.4x, while at 7 x 7 oneDNN's kernel is already faster (2.8 ms against 5.1).
+# Output maps of at most this many positions take the matrix-product filter gradient: it pays on
+# 4 x 4 maps, while at 7 x 7 oneDNN's kernel is already faster (docs/performance.md).
 MAX_POSITIONS = 16
 
 

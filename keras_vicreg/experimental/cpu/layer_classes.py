@@ -1,7 +1,8 @@
 """Swapping the class of a model's layers in place, for drop-in faster kernels.
 
-`keras_vicreg.experimental.cpu.batch_norm.fuse_batch_norm` and `keras_vicreg.experimental.cpu.conv.use_matmul_filter_gradients` give
-layers a subclass that holds the same state but computes faster; the layers keep their weights,
+`keras_vicreg.experimental.cpu.batch_norm.fuse_batch_norm` and
+`keras_vicreg.experimental.cpu.conv.use_matmul_filter_gradients` give layers a subclass that holds
+the same state but computes faster; the layers keep their weights,
 names, config and place in the graph (nested models, such as keras-hub's `ResNetBackbone`,
 included).
 """

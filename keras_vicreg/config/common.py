@@ -1,0 +1,135 @@
+"""What every file of `configs/` shares: its argument, its derived numbers and `runlocal`.
+
+A config file is big_vision's `get_config(arg)` returning an `ml_collections.ConfigDict`. Its
+argument, the text after the colon in `--config=configs/imagenet_resnet50.py:1000ep,runlocal`, is
+a comma-separated list of names; `parse_arg` reads it against what the file allows (one value per
+group of choices, such as `100ep` / `1000ep`, and on/off flags such as `runlocal`), so that every
+config answers an unknown name with the same ValueError naming the allowed ones.
+
+A pretraining config sets its recipe (dataset size, batch, epochs, warmup epochs) and ends with
+`finish_pretraining(config, arg)`: the derived numbers (`steps_per_epoch`, `total_steps`,
+`optimizer.warmup_steps`) become `FieldReference`s of those keys, so that a command-line override
+such as `--config.batch_size=512` or `--config.epochs=10` updates them; then `runlocal` shrinks the
+recipe for a smoke run. The numbers are computed here and nowhere else.
+"""
+
+import ml_collections
+
+RUNLOCAL = "runlocal"
+
+
+def parse_arg(arg, *, flags=(), **choices):
+    """A config's argument, checked: which value of each choice, which flags are on.
+
+    Args:
+        arg: the config's argument, `None`, `""` or names separated by commas (`"1000ep,runlocal"`).
+        flags: names that are off unless given. `runlocal` is always one.
+        **choices: `group=(default, other, ...)`: at most one of the names, the first when none is
+            given, e.g. `epochs=("1000ep", "100ep")`.
+
+    Returns:
+        A frozen `ml_collections.ConfigDict`: each group's chosen name, and `True` or `False` for
+        each flag (e.g. `args.epochs == "1000ep"`, `args.runlocal`).
+
+    Raises:
+        ValueError: a name that is neither a flag nor a choice, or two names of one group.
+    """
+    flags = (RUNLOCAL, *(name for name in flags if name != RUNLOCAL))
+    group_of = {name: group for group, names in choices.items() for name in names}
+    allowed = (*group_of, *flags)
+    parsed = {group: None for group in choices}
+    parsed.update({name: False for name in flags})
+    for name in (part.strip() for part in (arg or "").split(",")):
+        if not name:
+            continue
+        if name in flags:
+            parsed[name] = True
+        elif name in group_of:
+            group = group_of[name]
+            if parsed[group] not in (None, name):
+                raise ValueError(
+                    f"The config's argument takes one of {list(choices[group])}. "
+                    f"Received: arg={arg!r}"
+                )
+            parsed[group] = name
+        else:
+            raise ValueError(
+                f"The config's argument is a comma-separated list of {list(allowed)}. "
+                f"Received: arg={arg!r}"
+            )
+    for group, names in choices.items():
+        if parsed[group] is None:
+            parsed[group] = names[0]
+    return ml_collections.FrozenConfigDict(parsed)
+
+
+def set_derived_numbers(config):
+    """Sets `steps_per_epoch`, `total_steps` and `optimizer.warmup_steps` as references.
+
+        steps_per_epoch        = num_examples // batch_size     (full batches: the rest is dropped)
+        total_steps            = steps_per_epoch * epochs
+        optimizer.warmup_steps = steps_per_epoch * optimizer.warmup_epochs
+
+    Each is a `FieldReference` of the keys it is computed from: overriding `num_examples`,
+    `batch_size`, `epochs` or `optimizer.warmup_epochs` (in the file or on the command line)
+    recomputes it, and overriding a derived number itself replaces its formula by the value.
+
+    Args:
+        config: a pretraining config (see `keras_vicreg.config.pretraining.default_config`).
+
+    Returns:
+        `config`, changed in place.
+    """
+    config.steps_per_epoch = config.get_ref("num_examples") // config.get_ref("batch_size")
+    config.total_steps = config.get_ref("steps_per_epoch") * config.get_ref("epochs")
+    config.optimizer.warmup_steps = (
+        config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")
+    )
+    return config
+
+
+def shrink_for_local_run(config):
+    """The `runlocal` variant of a pretraining recipe: same dataset and method, a few small steps.
+
+    Keeps the dataset, the augmentation and the loss, and shrinks everything that costs time: images
+    of at most 64 pixels, batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet
+    widths with the small stem, frequent checkpoints and summaries. Call it after
+    `set_derived_numbers`: `total_steps` and `optimizer.warmup_steps` then follow the three steps.
+
+    Args:
+        config: a pretraining config with its derived numbers.
+
+    Returns:
+        `config`, changed in place.
+    """
+    config.image_size = min(config.image_size, 64)
+    config.batch_size = 16
+    config.epochs = 2
+    config.steps_per_epoch = 3
+    config.shuffle_buffer = 64
+    config.model.stem = "small"
+    config.model.filters = (8, 16, 32, 64)
+    config.model.expander = "64-64"
+    config.optimizer.warmup_epochs = 1
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.summary_every_steps = 2
+    config.summary_examples = 16
+    config.summary_image_pairs = 2
+    return config
+
+
+def finish_pretraining(config, args):
+    """The end of every pretraining config: the derived numbers, then `runlocal` if asked.
+
+    Args:
+        config: the recipe, its own numbers set.
+        args: what `parse_arg` returned.
+
+    Returns:
+        `config`, changed in place.
+    """
+    set_derived_numbers(config)
+    if args.runlocal:
+        shrink_for_local_run(config)
+    return config
