@@ -299,6 +299,12 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
         ("optimizer.end_factor", 1.5, "config.optimizer.end_factor must be in [0, 1]"),
         ("steps_per_epoch", 13, "config.steps_per_epoch must be at most num_examples // batch_size"),
         ("tf_intra_op_threads", 0, "config.tf_intra_op_threads must be >= 1"),
+        # Values that passed validation in 0.1 and failed later, after the workdir was written:
+        ("batch_size", 0, "config.batch_size must be >= 1. Received: config.batch_size=0"),
+        ("seed", -1, "config.seed must be an int in [0, 2**32)"),
+        ("summary_examples", 10_000, "config.summary_examples must be at most num_examples"),
+        ("total_steps", 7, "config.total_steps is derived, steps_per_epoch * epochs"),
+        ("optimizer.warmup_steps", 10_000, "config.optimizer.warmup_steps must be at most"),
     ],
 )
 def test_an_impossible_value_is_an_error(key, value, expected):

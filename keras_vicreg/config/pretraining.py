@@ -128,12 +128,25 @@ def cpu_has_bfloat16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _flatten(config, prefix="config."):
-    """{dotted key: value} of a ConfigDict, nested ones included, values resolved."""
+def _flatten(config, prefix="config.", unresolved=None):
+    """{dotted key: value} of a ConfigDict, nested ones included, values resolved.
+
+    A derived number that cannot be computed (`steps_per_epoch` with `batch_size=0`) is None, and
+    `unresolved`, when given, gets a line saying why.
+    """
     flat = {}
-    for key, value in config.items():
+    for key in config.keys():
+        try:
+            value = config[key]
+        except (ArithmeticError, TypeError, ValueError) as error:
+            if unresolved is not None:
+                unresolved.append(
+                    f"{prefix}{key} cannot be computed from the keys it derives from "
+                    f"({type(error).__name__}: {error}): see the other problems"
+                )
+            value = None
         if isinstance(value, ml_collections.ConfigDict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, f"{prefix}{key}.", unresolved))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -234,11 +247,31 @@ def _data_problems(flat, problems):
     for key in ("config.shuffle_buffer", "config.summary_image_pairs"):
         _at_least(problems, key, flat[key], 0)
     _at_least(problems, "config.summary_examples", flat["config.summary_examples"], 2)
+    examples, summary = flat["config.num_examples"], flat["config.summary_examples"]
+    if isinstance(examples, int) and isinstance(summary, int) and summary > examples:
+        problems.append(
+            "config.summary_examples must be at most num_examples: the TensorBoard pictures and "
+            f"statistics use the first summary_examples images of the data ({examples}). "
+            f"Received: config.summary_examples={summary}"
+        )
+    seed = flat["config.seed"]
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        problems.append(
+            "config.seed must be an int in [0, 2**32) (it seeds NumPy, Python and the backend). "
+            f"Received: config.seed={seed!r}"
+        )
     steps, examples, batch = (
         flat["config.steps_per_epoch"], flat["config.num_examples"], flat["config.batch_size"]
     )
     _at_least(problems, "config.steps_per_epoch", steps, 1)
     _at_least(problems, "config.total_steps", flat["config.total_steps"], 1)
+    total, epochs = flat["config.total_steps"], flat["config.epochs"]
+    if None not in (steps, total, epochs) and total != steps * epochs:
+        problems.append(
+            "config.total_steps is derived, steps_per_epoch * epochs = "
+            f"{steps} * {epochs} = {steps * epochs}: change --config.epochs (or "
+            f"--config.steps_per_epoch) instead. Received: config.total_steps={total}"
+        )
     if None not in (steps, examples, batch) and batch > 0 and steps > examples // batch:
         problems.append(
             f"config.steps_per_epoch must be at most num_examples // batch_size = "
@@ -278,6 +311,12 @@ def _optimizer_problems(flat, problems):
     _at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
     _at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
     _at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
+    warmup_steps, total = flat["config.optimizer.warmup_steps"], flat["config.total_steps"]
+    if None not in (warmup_steps, total) and warmup_steps > total:
+        problems.append(
+            f"config.optimizer.warmup_steps must be at most total_steps={total}. "
+            f"Received: config.optimizer.warmup_steps={warmup_steps}"
+        )
     for key in ("config.optimizer.momentum", "config.optimizer.end_factor"):
         value = flat[key]
         if not 0.0 <= value <= 1.0:
@@ -318,9 +357,11 @@ def validate(config, num_replicas=1):
     Returns:
         `config`, unchanged.
     """
-    flat = _flatten(config)
+    unresolved = []
+    flat = _flatten(config, unresolved=unresolved)
     problems = _key_problems(flat)
     if not problems:  # the value checks below assume every key with its type
+        problems += unresolved
         _data_problems(flat, problems)
         _model_problems(flat, problems)
         _optimizer_problems(flat, problems)
