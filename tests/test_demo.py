@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 ROWS = ("VICReg, exported SavedModel (serve)", "VICReg, backbone.keras at the pretraining size",
         "same backbone, random weights", "raw pixels")
+# What a newcomer need not read: absl-formatted log lines ("I1202 12:00:00.000000 ..."), Python
+# logging's default format, deprecation notices, tensorflow-datasets' lines.
+NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^(INFO|WARNING):tensorflow|DeprecationWarning|"
+                   r"tensorflow_datasets|Instructions for updating|tf.function retracing")
+
+
+def _between_last_epoch_and_table(output):
+    """The lines a run prints after Keras' last epoch line ("3/3 - 17s - ...") before the table."""
+    lines = output.splitlines()
+    table = lines.index("| features | input | width | linear top-1 | kNN top-1 |")
+    epochs = [i for i, line in enumerate(lines[:table]) if re.match(r"^\d+/\d+ - ", line)]
+    return lines[(epochs[-1] if epochs else 0) + 1:table]
 
 
 def _assert_png(path):
@@ -48,6 +61,10 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
     assert "| features | input | width | linear top-1 | kNN top-1 |" in run.stdout
     for row in ROWS:
         assert f"| {row} |" in run.stdout
+    # Between the last epoch and the table: the demo's own lines, none of the libraries' logs.
+    between = _between_last_epoch_and_table(run.stdout)
+    assert [line for line in between if NOISE.search(line)] == [], between
+    assert len(between) <= 6, between
     for name in ("results.md", "pca_test.png", "tensorboard", "saved_model", "backbone.keras"):
         assert name in run.stdout.split("| raw pixels |")[1]  # where the files are, at the end
     with open(workdir / "results.json") as file:
@@ -78,6 +95,15 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
     assert features.shape == (2, results["rows"][ROWS[0]]["feature_width"])
     assert np.all(np.isfinite(features.numpy()))
     assert exported.serve_features(tf.zeros([1, 44, 44, 1])).shape == (1, features.shape[1])
+
+    # --verbosity (absl's flag) brings the libraries' log lines back. The run has finished, so
+    # this one only exports again and evaluates.
+    verbose = subprocess.run(command + ["--verbosity=1"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=600)
+    assert verbose.returncode == 0, verbose.stdout[-3000:]
+    exporting = verbose.stdout.split("Saved the backbone to")[1].split("| features |")[0]
+    assert len([line for line in exporting.splitlines() if NOISE.search(line)]) >= 5
 
 
 @pytest.mark.backend_neutral

@@ -15,6 +15,9 @@ random weights and on raw pixels (`keras_vicreg.evaluation.comparison`; the prot
 `eval_image_size` (44 pixels, FixRes), and so does the exported SavedModel's `serve`: the table's
 first row is what that file scores.
 
+Prints its progress, the table and where its files are. The log lines of TensorFlow and
+tensorflow-datasets (the SavedModel writer's, deprecation notices) are left out unless
+`--verbosity` (absl's flag: 0 for their INFO lines, -1 for warnings only) is given.
 Writes to --workdir: `results.md` (the table), `results.json`, `config.json`, `export/`
 (`backbone.keras` and the SavedModel `saved_model/`), `checkpoints/`, `tensorboard/`, and the plots
 `loss_terms.png`, `embedding_std.png` and `pca_test.png`. Run it again to resume an interrupted run.
@@ -34,6 +37,7 @@ from keras_vicreg.config import pretraining
 from keras_vicreg.data import prepare_fashion_mnist
 from keras_vicreg.evaluation import comparison
 from keras_vicreg.training import exit_codes
+from keras_vicreg.training import logs
 from keras_vicreg.training import recipe
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -54,6 +58,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data dir
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logs.quiet_library_logs()
     start = time.time()
     config, evaluation = _CONFIG.value, _EVAL_CONFIG.value
     workdir, data_dir = _WORKDIR.value, _DATA_DIR.value
