@@ -18,6 +18,7 @@ first row is what that file scores.
 Prints its progress, the table and where its files are. The log lines of TensorFlow and
 tensorflow-datasets (the SavedModel writer's, deprecation notices) are left out unless
 `--verbosity` (absl's flag: 0 for their INFO lines, -1 for warnings only) is given.
+
 Writes to --workdir: `results.md` (the table), `results.json`, `config.json`, `export/`
 (`backbone.keras` and the SavedModel `saved_model/`), `checkpoints/`, `tensorboard/`, and the plots
 `loss_terms.png`, `embedding_std.png` and `pca_test.png`. Run it again to resume an interrupted run.
