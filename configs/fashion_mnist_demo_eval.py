@@ -8,15 +8,16 @@ Features of whole images (no crop), standardised with the training set's mean an
 layer, SGD with momentum and a cosine schedule, a single learning rate (nothing is chosen on the
 test set). kNN: cosine similarity, k = 200 votes weighted by exp(similarity / 0.07).
 
-The backbones (pretrained and random) read the images resized to `image_size` = 44 pixels, raw
-pixels stay at 28, and the demo also reports the pretrained backbone at 28. Deviation (FixRes,
-Touvron et al., NeurIPS 2019): pretraining crops 20-100% of an image's area and resizes the crop
-to 28 pixels, so objects look on average about 1.4x larger there (and at most 2.2x) than in a
-whole 28-pixel image; at test time the whole image is enlarged to match. 44 was chosen on the
-training set alone: linear classifiers on 50,000 training images scored on the other 10,000, for
-the backbones of two demo runs (9 and 10 epochs), at 28 / 32 / 36 / 40 / 44 / 48 pixels:
-90.38 / 90.14 / 90.81 / 90.63 / 90.97 / - and 90.36 / - / 90.86 / 90.76 / 91.10 / 90.69.
-`--eval_config.image_size=28` evaluates at the pretraining size only.
+The backbones (pretrained and random) read the images resized to the pretraining config's
+`eval_image_size` = 44 pixels (configs/fashion_mnist_demo.py; the exported SavedModel reads that
+size too), raw pixels stay at 28, and the demo also reports the pretrained backbone at 28.
+Deviation (FixRes, Touvron et al., NeurIPS 2019): pretraining crops 20-100% of an image's area and
+resizes the crop to 28 pixels, so objects look on average about 1.4x larger there (and at most
+2.2x) than in a whole 28-pixel image; at test time the whole image is enlarged to match. 44 was
+chosen on the training set alone: linear classifiers on 50,000 training images scored on the other
+10,000, for the backbones of two demo runs (9 and 10 epochs), at 28 / 32 / 36 / 40 / 44 / 48
+pixels: 90.38 / 90.14 / 90.81 / 90.63 / 90.97 / - and 90.36 / - / 90.86 / 90.76 / 91.10 / 90.69.
+`--config.eval_image_size=28` evaluates (and exports) at the pretraining size only.
 """
 
 import ml_collections
@@ -31,7 +32,6 @@ def get_config(arg=None):
     config.train_split = "train"
     config.test_split = "test"
     config.batch_size = 500  # of the feature extraction
-    config.image_size = 44  # of the backbones' test-time images
     config.linear = ml_collections.ConfigDict(
         dict(learning_rates=(0.1,), epochs=20, batch_size=256, momentum=0.9, weight_decay=1e-6)
     )

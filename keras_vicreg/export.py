@@ -9,7 +9,12 @@ The SavedModel has two signatures:
 
 Both return the pooled features (batch, feature_width). `serving_default` is `serve_features`.
 A JSON file beside the graph (`<path>/keras_vicreg_export.json`) records the backbone's name, the
-input size, the normalisation, the feature width and the training config.
+input size `serve` reads (`image_size`) and the size it was pretrained at
+(`pretraining_image_size`), the normalisation, the feature width and the training config.
+
+A backbone built on a fixed image size is exported at `image_size` all the same: its convolutions
+and global pooling take any size, so the export reads images at the size its evaluation chose (the
+demo: 44 pixels for a backbone pretrained on 28, FixRes), with the same weights.
 
 Export works from the TensorFlow and JAX backends (JAX through `jax2tf`, as `keras.export` does).
 From PyTorch, Keras needs `torch_xla`; without it, save a `.keras` file and export it from
@@ -24,6 +29,7 @@ import keras
 from tensorflow.io import gfile
 
 from keras_vicreg.data import transforms
+from keras_vicreg.models.backbones import resizing
 
 METADATA_FILE = "keras_vicreg_export.json"
 
@@ -36,6 +42,7 @@ def export_backbone(
     mean=transforms.IMAGENET_MEAN,
     std=transforms.IMAGENET_STD,
     resize_ratio=256.0 / 224.0,
+    pretraining_image_size=None,
     config=None,
 ):
     """Writes a backbone as a SavedModel with `serve` and `serve_features` signatures.
@@ -45,11 +52,14 @@ def export_backbone(
             from `keras_vicreg.backbones.resnet`); a `VICReg` model exports its backbone, and a
             backbone that returns a feature map is globally average-pooled.
         path: the SavedModel directory to write.
-        image_size: the side of the square input of `serve_features`; defaults to the backbone's
-            input height when it is fixed.
+        image_size: the side of the square images `serve` and `serve_features` read; defaults to
+            the backbone's input height when it is fixed. A backbone fixed to another size is
+            exported at this one, its layers shared (`backbones.resizing.at_image_size`).
         mean, std: the per-channel normalisation the backbone was trained with (of [0, 1] images).
         resize_ratio: the `serve` preprocessing resizes the shorter side to
             `image_size * resize_ratio` (256 for 224) before the centre crop.
+        pretraining_image_size: the size the backbone was pretrained at, for the JSON; defaults to
+            its fixed input height, else `image_size`.
         config: the training config (a dict or `ml_collections.ConfigDict`), stored in the JSON.
 
     Returns:
@@ -67,12 +77,15 @@ def export_backbone(
     _check_backend()
     backbone = _pooled_backbone(backbone)
     height, width, channels = backbone.input_shape[1:]
-    image_size = image_size or height
-    if not image_size or (height, width) not in ((None, None), (image_size, image_size)):
+    image_size = height if image_size is None else image_size
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise ValueError(
-            "`image_size` must be given for a backbone of variable input size, and match a fixed "
-            f"one. Received: image_size={image_size}, backbone input shape {backbone.input_shape}"
+            "`image_size` must be a positive number of pixels, and is needed for a backbone of "
+            f"variable input size. Received: image_size={image_size!r}, backbone input shape "
+            f"{backbone.input_shape}"
         )
+    pretraining_image_size = pretraining_image_size or height or image_size
+    backbone = resizing.at_image_size(backbone, image_size)
     if len(mean) != channels or len(std) != channels:
         raise ValueError(
             f"`mean` and `std` need one value per input channel ({channels}). "
@@ -97,6 +110,7 @@ def export_backbone(
     metadata = {
         "backbone": backbone.name,
         "image_size": int(image_size),
+        "pretraining_image_size": int(pretraining_image_size),
         "channels": int(channels),
         "resize_ratio": float(resize_ratio),
         "mean": [float(m) for m in mean],

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,11 +11,24 @@ import numpy as np
 import pytest
 
 from keras_vicreg import plots
+from keras_vicreg.evaluation import comparison
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-ROWS = ("VICReg (pretrained, exported)", "VICReg, at the pretraining size",
+ROWS = ("VICReg, exported SavedModel (serve)", "VICReg, backbone.keras at the pretraining size",
         "same backbone, random weights", "raw pixels")
+# What a newcomer need not read: absl-formatted log lines ("I1202 12:00:00.000000 ..."), Python
+# logging's default format, deprecation notices, tensorflow-datasets' lines.
+NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^(INFO|WARNING):tensorflow|DeprecationWarning|"
+                   r"tensorflow_datasets|Instructions for updating|tf.function retracing")
+
+
+def _between_last_epoch_and_table(output):
+    """The lines a run prints after Keras' last epoch line ("3/3 - 17s - ...") before the table."""
+    lines = output.splitlines()
+    table = lines.index("| features | input | width | linear top-1 | kNN top-1 |")
+    epochs = [i for i, line in enumerate(lines[:table]) if re.match(r"^\d+/\d+ - ", line)]
+    return lines[(epochs[-1] if epochs else 0) + 1:table]
 
 
 def _assert_png(path):
@@ -40,17 +54,24 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
         f"--eval_config={os.path.join(ROOT, 'configs', 'fashion_mnist_demo_eval.py')}:runlocal",
     ]
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
 
     assert "| features | input | width | linear top-1 | kNN top-1 |" in run.stdout
     for row in ROWS:
         assert f"| {row} |" in run.stdout
+    # Between the last epoch and the table: the demo's own lines, none of the libraries' logs.
+    between = _between_last_epoch_and_table(run.stdout)
+    assert [line for line in between if NOISE.search(line)] == [], between
+    assert len(between) <= 6, between
+    for name in ("results.md", "pca_test.png", "tensorboard", "saved_model", "backbone.keras"):
+        assert name in run.stdout.split("| raw pixels |")[1]  # where the files are, at the end
     with open(workdir / "results.json") as file:
         results = json.load(file)
     assert list(results["rows"]) == list(ROWS)
     sizes = [row["image_size"] for row in results["rows"].values()]
-    assert sizes == [44, 28, 44, 28]  # the backbones enlarged (FixRes), the SavedModel and pixels
+    assert sizes == [44, 28, 44, 28]  # the backbones enlarged (FixRes), backbone.keras and pixels
     for row in results["rows"].values():
         assert 0.0 <= row["linear_top1"] <= 1.0 and 0.0 <= row["knn_top1"] <= 1.0
         # Ten classes: even a few hundred images and a few steps do better than chance.
@@ -62,10 +83,27 @@ def test_demo_command_writes_table_plots_and_a_reloadable_export(tmp_path):
         _assert_png(workdir / name)
     assert os.listdir(workdir / "tensorboard")
 
-    exported = tf.saved_model.load(str(workdir / "export" / "saved_model"))
-    features = exported.serve_features(tf.zeros([2, 28, 28, 1]))
+    # The SavedModel reads what the table's first row scored: 44-pixel images.
+    from keras_vicreg import export
+
+    path = str(workdir / "export" / "saved_model")
+    metadata = export.load_metadata(path)
+    assert (metadata["image_size"], metadata["pretraining_image_size"]) == (44, 28)
+    assert metadata["resize_ratio"] == 1.0  # whole images, as the table's
+    exported = tf.saved_model.load(path)
+    features = exported.serve(tf.zeros([2, 28, 28, 1], tf.uint8))
     assert features.shape == (2, results["rows"][ROWS[0]]["feature_width"])
     assert np.all(np.isfinite(features.numpy()))
+    assert exported.serve_features(tf.zeros([1, 44, 44, 1])).shape == (1, features.shape[1])
+
+    # --verbosity (absl's flag) brings the libraries' log lines back. The run has finished, so
+    # this one only exports again and evaluates.
+    verbose = subprocess.run(command + ["--verbosity=1"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=600)
+    assert verbose.returncode == 0, verbose.stdout[-3000:]
+    exporting = verbose.stdout.split("Saved the backbone to")[1].split("| features |")[0]
+    assert len([line for line in exporting.splitlines() if NOISE.search(line)]) >= 5
 
 
 @pytest.mark.backend_neutral
@@ -117,10 +155,8 @@ def test_read_scalars_joins_a_resumed_runs_event_files_the_last_write_winning(tm
 
 
 def test_on_halves_covers_every_row_once_in_order():
-    from trainers import demo
-
     values, labels = np.arange(7.0), np.arange(7) * 10
-    halves = demo.on_halves(lambda v, l: (v.copy(), l.copy()), values, labels)
+    halves = comparison.on_halves(lambda v, l: (v.copy(), l.copy()), values, labels)
     assert [len(v) for v, _ in halves] == [4, 3]
     np.testing.assert_array_equal(np.concatenate([v for v, _ in halves]), values)
     np.testing.assert_array_equal(np.concatenate([l for _, l in halves]), labels)
@@ -128,7 +164,6 @@ def test_on_halves_covers_every_row_once_in_order():
 
 def test_threaded_features_and_knn_match_one_stream():
     import ml_collections
-    from trainers import demo
     from keras_vicreg.evaluation.knn import knn_accuracy
     from keras_vicreg.evaluation.linear import extract_features
 
@@ -141,13 +176,13 @@ def test_threaded_features_and_knn_match_one_stream():
     evaluation = ml_collections.ConfigDict(dict(
         batch_size=10, linear=dict(learning_rates=(0.1,), epochs=2, batch_size=16, momentum=0.9,
                                    weight_decay=0.0), knn=dict(k=5, temperature=0.07)))
-    threaded = demo.features(model, images, evaluation)
+    threaded = comparison.features(model, images, evaluation)
     for (features, labels), (split_images, split_labels) in zip(threaded, images):
         serial = extract_features(model, [(split_images, split_labels)])
         np.testing.assert_allclose(features, serial[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(labels, split_labels)
     (train, train_labels), (test, test_labels) = threaded
-    scores = demo.score((train, train_labels), (test, test_labels), evaluation)
+    scores = comparison.score((train, train_labels), (test, test_labels), evaluation)
     knn = knn_accuracy(train, train_labels, test, test_labels, num_classes=10, k=5,
                        temperature=0.07)
     assert scores["knn_top1"] == pytest.approx(knn["top1"] / 100.0)

@@ -127,12 +127,56 @@ def test_a_vicreg_model_exports_its_backbone(tmp_path):
 
 @exportable
 @pytest.mark.backend_neutral
-def test_export_rejects_a_size_that_contradicts_the_backbone_and_wrong_normalisation(tmp_path):
+def test_export_rejects_an_impossible_size_and_wrong_normalisation(tmp_path):
     backbone = keras_vicreg.backbones.resnet(18, stem="small", input_shape=(SIZE, SIZE, 3))
-    with pytest.raises(ValueError, match="Received: image_size=32"):
-        export.export_backbone(backbone, str(tmp_path / "a"), image_size=32)
+    with pytest.raises(ValueError, match="Received: image_size=0"):
+        export.export_backbone(backbone, str(tmp_path / "a"), image_size=0)
     with pytest.raises(ValueError, match="Received: mean=\\(0.5,\\)"):
         export.export_backbone(backbone, str(tmp_path / "b"), mean=(0.5,), std=(0.5,))
+
+
+@exportable
+@pytest.mark.backend_neutral
+def test_serve_at_the_eval_size_scores_what_the_labelled_pipeline_feeds_the_backbone(tmp_path):
+    """A backbone pretrained on 16-pixel grayscale images, exported to read 24 pixels (FixRes, as
+    the demo reads 44 for 28): `serve` on raw uint8 images gives the features of an independently
+    built 24-pixel backbone with the same weights on `labelled_dataset`'s whole images at 24."""
+    from keras_vicreg.data import labelled_dataset
+    from keras_vicreg.data import transforms
+
+    eval_size = 24
+    backbone = keras_vicreg.backbones.resnet(
+        18, stem="small", input_shape=(SIZE, SIZE, 1), filters=(8, 16, 16, 32),
+        zero_init_residual=False,
+    )
+    rng = np.random.default_rng(4)
+    for weight in backbone.weights:
+        if "moving_mean" in weight.path:
+            weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    view = transforms.get_augmentation("grayscale", eval_size).view_a
+    metadata = export.export_backbone(
+        backbone, str(tmp_path / "eval_size"), image_size=eval_size, mean=view.mean,
+        std=view.std, resize_ratio=1.0,
+    )
+    assert (metadata["image_size"], metadata["pretraining_image_size"]) == (eval_size, SIZE)
+    assert export.load_metadata(str(tmp_path / "eval_size"))["image_size"] == eval_size
+    assert backbone.input_shape == (None, SIZE, SIZE, 1)  # the exported one is a resized view
+
+    reference = keras_vicreg.backbones.resnet(
+        18, stem="small", input_shape=(eval_size, eval_size, 1), filters=(8, 16, 16, 32),
+        zero_init_residual=False,
+    )
+    reference.set_weights(backbone.get_weights())
+    raw = rng.integers(0, 256, size=(6, SIZE, SIZE, 1)).astype("uint8")
+    (images, _), = labelled_dataset((raw, np.arange(6)), 6, train=False,
+                                    augmentation=transforms.get_augmentation("grayscale",
+                                                                             eval_size),
+                                    crop_fraction=1.0)
+    expected = keras.ops.convert_to_numpy(reference(np.asarray(images), training=False))
+    assert np.abs(expected).max() > 0.1
+    reloaded = tf.saved_model.load(str(tmp_path / "eval_size"))
+    np.testing.assert_allclose(reloaded.serve(tf.constant(raw)).numpy(), expected, atol=1e-5,
+                               rtol=1e-5)
 
 
 @pytest.mark.backend_neutral

@@ -305,6 +305,8 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
         ("summary_examples", 10_000, "config.summary_examples must be at most num_examples"),
         ("total_steps", 7, "config.total_steps is derived, steps_per_epoch * epochs"),
         ("optimizer.warmup_steps", 10_000, "config.optimizer.warmup_steps must be at most"),
+        ("eval_image_size", 0, "config.eval_image_size must be >= 1"),
+        ("eval_crop_fraction", 1.5, "config.eval_crop_fraction must be in (0, 1]"),
     ],
 )
 def test_an_impossible_value_is_an_error(key, value, expected):
@@ -341,10 +343,10 @@ def test_tf_intra_op_threads_sets_tensorflows_threads_per_op():
 
     code = (
         "import keras, tensorflow as tf\n"
-        "from trainers import pretrain\n"
+        "from keras_vicreg.training import recipe\n"
         "config = pretraining.default_config()\n"
         "config.tf_intra_op_threads = 1\n"
-        "pretrain.set_threads(config)\n"
+        "recipe.set_threads(config)\n"
         "expected = 1 if keras.backend.backend() == 'tensorflow' else 0\n"
         "assert tf.config.threading.get_intra_op_parallelism_threads() == expected\n"
         "tf.constant(1.0) + 1.0\n"
@@ -355,3 +357,16 @@ def test_tf_intra_op_threads_sets_tensorflows_threads_per_op():
         cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+def test_eval_image_size_defaults_to_the_pretraining_size_and_the_demo_sets_44():
+    tiny = load_config("tiny")
+    assert tiny.eval_image_size is None and pretraining.eval_image_size(tiny) == tiny.image_size
+    tiny.image_size = 24  # what --config.image_size=24 does: the export follows
+    assert pretraining.eval_image_size(tiny) == 24
+    for arg in (None, "runlocal"):
+        demo = load_config("fashion_mnist_demo", arg)
+        assert (demo.image_size, pretraining.eval_image_size(demo)) == (28, 44)
+        assert demo.eval_crop_fraction == 1.0  # whole images, as the demo's table reads them
+    # The evaluation config takes its size from the pretraining config: one source of truth.
+    assert "image_size" not in load_config("fashion_mnist_demo_eval")

@@ -1,4 +1,4 @@
-"""The pretraining binary's data (`trainers.pretrain.Data`): files or the decoded split in memory."""
+"""keras_vicreg.training.pretraining_data: the decoded split in memory, synthetic images, seeds."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ from PIL import Image
 from keras_vicreg.data import fashion_mnist
 from keras_vicreg.data import prepare_fashion_mnist
 from tests.test_pretrain_config import load_config
-from trainers import pretrain
+from keras_vicreg.data.synthetic import synthetic_images
+from keras_vicreg.training import pretraining_data
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -30,7 +31,7 @@ def _demo_config(**overrides):
 
 def test_in_memory_split_holds_the_decoded_files_and_resumes_mid_epoch(fashion_mnist_dir):
     config = _demo_config(split="train[:96]", num_examples=96, in_memory=True)
-    data = pretrain.Data(config, strategy=None, data_dir=fashion_mnist_dir)
+    data = pretraining_data.Data(config, strategy=None, data_dir=fashion_mnist_dir)
     files = tfds.load("fashion_mnist", split="train[:96]", data_dir=fashion_mnist_dir,
                       batch_size=-1)["image"]
     np.testing.assert_array_equal(data._source(), files)
@@ -53,4 +54,27 @@ def test_in_memory_needs_images_of_one_size(tmp_path):
     config = _demo_config(dataset=str(tmp_path), augmentation="small", num_examples=2,
                           in_memory=True, batch_size=2, steps_per_epoch=1)
     with pytest.raises(ValueError, match="in_memory=False"):
-        pretrain.Data(config, strategy=None)
+        pretraining_data.Data(config, strategy=None)
+
+
+def test_synthetic_data_gives_the_same_views_for_the_same_seed_and_epoch():
+    config = load_config("tiny")
+    first, again = (pretraining_data.Data(config, strategy=None) for _ in range(2))
+    for epoch in (0, 1):
+        for view, expected in zip(next(iter(again.epoch(epoch))), next(iter(first.epoch(epoch)))):
+            np.testing.assert_array_equal(np.asarray(view), np.asarray(expected))
+    a, b = (np.asarray(next(iter(first.epoch(epoch)))[0]) for epoch in (0, 1))
+    assert a.shape == (config.batch_size, config.image_size, config.image_size, first.channels)
+    assert not np.allclose(a, b)  # each epoch its own order and views
+    np.testing.assert_array_equal(
+        synthetic_images(4, 9, 3, seed=5), synthetic_images(4, 9, 3, seed=5)
+    )
+    assert synthetic_images(4, 9, 1, seed=5).shape == (4, 9, 9, 1)
+    with pytest.raises(ValueError, match="Received: channels=2"):
+        synthetic_images(4, 9, 2, seed=5)
+
+
+def test_epoch_seed_depends_on_the_seed_and_the_epoch_alone():
+    seeds = {pretraining_data.epoch_seed(seed, epoch) for seed in (0, 1) for epoch in (0, 1, 2)}
+    assert len(seeds) == 6
+    assert pretraining_data.epoch_seed(3, 7) == pretraining_data.epoch_seed(3, 7)

@@ -16,6 +16,10 @@ The keys (see `default_config` for the defaults):
                                images, for smoke tests) or a folder of class subfolders
     split, augmentation        None: the dataset's pretraining split and augmentation preset
     image_size                 side of the views, in pixels
+    eval_image_size            side of the whole images the exported backbone reads (the
+                               SavedModel's `serve`, the demo's table); None: `image_size`
+    eval_crop_fraction         the centre crop of those images, as a fraction of the shorter side
+                               (0.875: 224 of 256; 1.0: the whole image)
     num_examples               images in the split (checked against the dataset when it is read)
     shuffle_buffer             elements in tf.data's shuffle buffer
     in_memory                  decode the split once and keep it in memory (datasets of small
@@ -70,6 +74,8 @@ def default_config():
     config.split = config_dict.placeholder(str)
     config.augmentation = config_dict.placeholder(str)
     config.image_size = 32
+    config.eval_image_size = config_dict.placeholder(int)  # None: image_size
+    config.eval_crop_fraction = 224.0 / 256.0
     config.num_examples = 50_000
     config.shuffle_buffer = 10_000
     config.in_memory = False
@@ -116,6 +122,12 @@ def default_config():
     config.collapse_patience_steps = 200
     config.nan_check_weights = True
     return config
+
+
+def eval_image_size(config):
+    """The side of the whole images the exported backbone reads: `config.eval_image_size`, or the
+    pretraining `config.image_size` when that is None."""
+    return config.image_size if config.get("eval_image_size") is None else config.eval_image_size
 
 
 def cpu_has_bfloat16():
@@ -242,6 +254,14 @@ def _data_problems(flat, problems):
                 "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",
                 "config.log_every_steps", "config.summary_every_steps"):
         _at_least(problems, key, flat[key], 1)
+    if flat["config.eval_image_size"] is not None:
+        _at_least(problems, "config.eval_image_size", flat["config.eval_image_size"], 1)
+    crop_fraction = flat["config.eval_crop_fraction"]
+    if not 0.0 < crop_fraction <= 1.0:
+        problems.append(
+            "config.eval_crop_fraction must be in (0, 1]. "
+            f"Received: config.eval_crop_fraction={crop_fraction!r}"
+        )
     if flat["config.tf_intra_op_threads"] is not None:
         _at_least(problems, "config.tf_intra_op_threads", flat["config.tf_intra_op_threads"], 1)
     for key in ("config.shuffle_buffer", "config.summary_image_pairs"):

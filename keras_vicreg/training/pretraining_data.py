@@ -1,0 +1,143 @@
+"""The pretraining data of a config: each epoch's pairs of views, resumable mid-epoch.
+
+`Data` turns a pretraining config into what `checkpointing.resumable_fit` reads: epoch `e`'s batches
+of two views, in an order that is a function of the seed and the epoch alone (`epoch_seed`), so that
+a run resumed after a kill sees the very batches an uninterrupted run sees. The images come from
+tfds (read and decoded every epoch, or decoded once into memory with `config.in_memory`), a folder
+of class subfolders, or `keras_vicreg.data.synthetic` for smoke tests.
+"""
+
+import numpy as np
+
+import keras
+from keras_vicreg import data as vicreg_data
+from keras_vicreg.config import pretraining
+from keras_vicreg.data import transforms
+from keras_vicreg.data.synthetic import synthetic_images
+from keras_vicreg.training import distribute
+
+
+def epoch_seed(seed, epoch):
+    """The seed of one epoch's data order and views: a function of the run's seed and the epoch."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+class Data:
+    """The pretraining data of a config: each epoch's pairs of views, and a fixed batch.
+
+    Opening a tfds dataset checks `config.num_examples` against the split, so that a wrong size is
+    an error before training rather than epochs of the wrong length.
+
+    Args:
+        config: the pretraining config (validated: `keras_vicreg.config.pretraining.validate`).
+        strategy: what `distribute.get_strategy` returned, or None.
+        data_dir, manual_dir: tensorflow-datasets' directories.
+
+    Raises:
+        ValueError: the split does not hold `config.num_examples` images, its images do not fit
+            `config.in_memory`, or the dataset cannot be found.
+    """
+
+    def __init__(self, config, strategy, data_dir=None, manual_dir=None):
+        self.config = config
+        self.strategy = strategy
+        self.data_dir, self.manual_dir = data_dir, manual_dir
+        spec_augmentation = config.augmentation
+        if spec_augmentation is None:
+            spec_augmentation = vicreg_data.dataset_spec(config.dataset).augmentation
+        self.augmentation = transforms.get_augmentation(spec_augmentation, config.image_size)
+        self.channels = self.augmentation.view_a.channels
+        if config.dataset == pretraining.SYNTHETIC:
+            images = synthetic_images(
+                config.num_examples, config.image_size, self.channels, config.seed
+            )
+            self._source = lambda: _from_tensor_slices(images)
+        else:
+            builder = self._check_split_size()
+            if config.in_memory:  # an array: two_view_dataset augments whole batches of it
+                # One host tensor for every epoch's pipeline, not a copy of the array per epoch.
+                images = _host_tensor(self._decode_split(builder))
+                self._source = lambda: images
+            else:
+                self._source = lambda: config.dataset
+
+    def _split(self):
+        return self.config.split or vicreg_data.dataset_spec(self.config.dataset).pretrain_split
+
+    def _check_split_size(self):
+        """Checks `num_examples` against the split; returns the dataset's tfds builder."""
+        dataset, split = self.config.dataset, self._split()
+        if vicreg_data.sources.is_folder(dataset):
+            builder = vicreg_data.image_folder(dataset)
+        else:
+            builder = vicreg_data.load_builder(
+                dataset, data_dir=self.data_dir, manual_dir=self.manual_dir
+            )
+        size = builder.info.splits[split].num_examples
+        if size != self.config.num_examples:
+            raise ValueError(
+                f"config.num_examples must be the number of images of {dataset!r} split "
+                f"{split!r}, {size}: set --config.num_examples={size}. "
+                f"Received: config.num_examples={self.config.num_examples}"
+            )
+        return builder
+
+    def _decode_split(self, builder):
+        """The split's images decoded into one uint8 array (`config.in_memory`)."""
+        import tensorflow_datasets as tfds
+
+        shape = builder.info.features["image"].shape
+        if None in shape:
+            raise ValueError(
+                "config.in_memory keeps the decoded images in one array, which needs images of "
+                f"one size; {self.config.dataset!r} has images of shape {shape}: set "
+                f"--config.in_memory=False. Received: config.in_memory=True"
+            )
+        size = self.config.num_examples * int(np.prod(shape))
+        print(f"Decoding {self.config.num_examples} images of {self.config.dataset!r} into "
+              f"memory ({size / 2**20:.0f} MiB).", flush=True)
+        images = builder.as_dataset(split=self._split(), batch_size=-1)["image"]
+        return tfds.as_numpy(images)
+
+    def _pipeline(self, epoch, batch_size, input_context=None):
+        config = self.config
+        return vicreg_data.two_view_dataset(
+            self._source(),
+            batch_size,
+            augmentation=self.augmentation,
+            split=config.split,
+            seed=epoch_seed(config.seed, epoch),
+            shuffle_buffer=config.shuffle_buffer,
+            input_context=input_context,
+            data_dir=self.data_dir,
+            manual_dir=self.manual_dir,
+            download=True,
+        )
+
+    def epoch(self, epoch, skip=0):
+        """Epoch `epoch`'s batches of pairs, in a fixed order, without the first `skip`."""
+        if distribute.num_replicas(self.strategy) == 1:
+            return self._pipeline(epoch, self.config.batch_size).skip(skip)
+        if keras.backend.backend() != "tensorflow":  # JAX's DataParallel splits global batches
+            return self._pipeline(epoch, self.config.batch_size).skip(skip)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: self._pipeline(epoch, self.config.batch_size, context).skip(skip)
+        )
+
+    def fixed_views(self):
+        """The first `summary_examples` pairs of the first epoch, as numpy arrays."""
+        batch = next(iter(self._pipeline(0, self.config.summary_examples).take(1)))
+        return tuple(np.asarray(view) for view in batch)
+
+
+def _host_tensor(array):
+    import tensorflow as tf
+
+    with tf.device("CPU:0"):
+        return tf.convert_to_tensor(array)
+
+
+def _from_tensor_slices(images):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(images)

@@ -1,0 +1,265 @@
+"""The pretraining recipe: a config in; the data, model, optimizer, callbacks and export out.
+
+What the binaries (`trainers/pretrain.py`, `trainers/demo.py`) call, in the order they call it:
+
+    set_threads(config)                   before TensorFlow's first op
+    pretraining.validate(config, replicas)
+    save_config(config, workdir)
+    data = Data(config, strategy, data_dir, manual_dir)
+    model = make_model(config, data.channels, strategy); compile_model(model, config)
+    start_step = restore_checkpoint(model, config, workdir)
+    fit(model, config, workdir, data, start_step)     raises TrainingDiverged
+    export(model, config, workdir, data)
+
+Nothing here reads flags or exits: an invalid config or missing data is a `ValueError`, a diverged
+run a `TrainingDiverged`, and the binary maps them to `keras_vicreg.training.exit_codes`.
+"""
+
+import json
+import os
+import sys
+
+from tensorflow.io import gfile
+
+import keras
+from keras_vicreg.config import pretraining
+from keras_vicreg.experimental import cpu as cpu_kernels
+from keras_vicreg.models import backbones
+from keras_vicreg.models.backbones.convnet import convnet
+from keras_vicreg.models import VICReg
+from keras_vicreg.training import callbacks as vicreg_callbacks
+from keras_vicreg.training import checkpointing
+from keras_vicreg.training import distribute
+from keras_vicreg.training import summaries
+from keras_vicreg.training.optimizers import LARS
+from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
+from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
+from keras_vicreg.training.schedules import WarmupCosine
+
+
+class TrainingDiverged(vicreg_callbacks.NonFiniteTrainingError):
+    """A run stopped at a non-finite loss or weight; its message says which checkpoint is kept.
+
+    Attributes:
+        step: the training step that produced the non-finite value.
+        checkpoint: (step, path) of the newest checkpoint, written before that step, or None.
+    """
+
+    def __init__(self, message, step=None, checkpoint=None):
+        super().__init__(message, step=step)
+        self.checkpoint = checkpoint
+
+
+def make_model(config, channels, strategy=None):
+    """The VICReg model of `config.model`, on images of `config.image_size` and `channels`.
+
+    With `config.model.experimental_cpu_kernels` the backbone computes with
+    `keras_vicreg.experimental.cpu`'s layers; `export` puts the stock layers back before saving.
+    """
+    options = config.model
+    input_shape = (config.image_size, config.image_size, channels)
+    if options.backbone == "convnet":
+        backbone = convnet(options.filters, input_shape)
+    else:
+        backbone = backbones.resnet(
+            int(options.backbone.removeprefix("resnet")),
+            source=options.source,
+            stem=options.stem,
+            zero_init_residual=options.zero_init_residual,
+            input_shape=input_shape,
+            filters=tuple(options.filters),
+        )
+    if options.experimental_cpu_kernels:
+        cpu_kernels.use_cpu_kernels(backbone)
+    # Synchronised BatchNormalization matters, and exists, only across tf.distribute replicas.
+    sync = (
+        options.sync_batch_norm
+        and keras.backend.backend() == "tensorflow"
+        and distribute.num_replicas(strategy) > 1
+    )
+    if sync:
+        distribute.sync_batch_norm(backbone)
+    return VICReg(
+        backbone,
+        options.expander,
+        sim_coeff=options.sim_coeff,
+        std_coeff=options.std_coeff,
+        cov_coeff=options.cov_coeff,
+        covariance=options.covariance,
+        sync_batch_norm=sync,
+    )
+
+
+def make_optimizer(config):
+    """LARS with the warmup-cosine schedule of `config.optimizer`."""
+    options = config.optimizer
+    schedule = WarmupCosine(
+        options.base_learning_rate,
+        total_steps=config.total_steps,
+        warmup_steps=options.warmup_steps,
+        batch_size=config.batch_size,
+        end_factor=options.end_factor,
+    )
+    return LARS(
+        schedule, momentum=options.momentum, weight_decay=options.weight_decay, eta=options.eta,
+        clip_trust_ratio=options.clip_trust_ratio,
+    )
+
+
+def compile_model(model, config):
+    """Compiles `model` with `make_optimizer(config)` and `config.jit_compile` (None: "auto")."""
+    jit_compile = "auto" if config.jit_compile is None else config.jit_compile
+    model.compile(optimizer=make_optimizer(config), jit_compile=jit_compile)
+    return model
+
+
+def restore_checkpoint(model, config, workdir):
+    """Restores the newest checkpoint of `workdir`, if any; returns the step to start from."""
+    directory = os.path.join(workdir, "checkpoints")
+    step = checkpointing.restore_latest(model, directory)
+    if step == 0:
+        print(f"Starting from scratch: no checkpoint in {directory}.", flush=True)
+    else:
+        epoch, batch = divmod(step, config.steps_per_epoch)
+        print(
+            f"Resuming from step {step} of {config.total_steps} (epoch {epoch + 1}, after batch "
+            f"{batch}): {checkpointing.checkpoint_path(directory, step)}",
+            flush=True,
+        )
+    return step
+
+
+def make_callbacks(config, workdir, data, start_step):
+    """NaN guard first, checkpoint last: a non-finite step never reaches the checkpoint."""
+    view = data.augmentation.view_a
+    return [
+        vicreg_callbacks.LearningRateLogger(),
+        vicreg_callbacks.NaNGuard(check_weights=config.nan_check_weights),
+        vicreg_callbacks.CollapseMonitor(
+            threshold=config.collapse_threshold, patience=config.collapse_patience_steps
+        ),
+        summaries.ProgressPrinter(
+            config.log_every_steps, config.total_steps, config.steps_per_epoch, start_step
+        ),
+        summaries.TensorBoardSummaries(
+            os.path.join(workdir, "tensorboard"),
+            fixed_views=data.fixed_views(),
+            mean=view.mean,
+            std=view.std,
+            scalar_every_steps=config.log_every_steps,
+            embedding_every_steps=config.summary_every_steps,
+            image_pairs=config.summary_image_pairs,
+            initial_step=start_step,
+        ),
+        checkpointing.StepCheckpoint(
+            os.path.join(workdir, "checkpoints"),
+            config.checkpoint_every_steps,
+            initial_step=start_step,
+            keep=config.keep_checkpoints,
+        ),
+    ]
+
+
+def fit(model, config, workdir, data, start_step, verbose=0):
+    """Trains from `start_step` to `config.total_steps`, checkpointing into `workdir`.
+
+    Args:
+        model: a compiled model (`compile_model`), restored to `start_step`.
+        verbose: Keras' progress output (0: only `summaries.ProgressPrinter`'s lines).
+
+    Raises:
+        TrainingDiverged: the loss or a weight became NaN or infinite; the message names the step
+            and the newest checkpoint, written before it, which a rerun resumes from.
+    """
+    try:
+        checkpointing.resumable_fit(
+            model,
+            data.epoch,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            initial_step=start_step,
+            callbacks=make_callbacks(config, workdir, data, start_step),
+            verbose=verbose,
+        )
+    except vicreg_callbacks.NonFiniteTrainingError as error:
+        latest = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+        kept = (
+            "No checkpoint was written before it."
+            if latest is None
+            else f"The newest checkpoint, step {latest[0]} ({latest[1]}), holds the last finite "
+            "weights and is kept: fix the cause (e.g. a lower "
+            "--config.optimizer.base_learning_rate) and run the command again to resume from it."
+        )
+        raise TrainingDiverged(
+            f"Training diverged at step {error.step}.\n{error}\n{kept}", step=error.step,
+            checkpoint=latest,
+        ) from error
+
+
+def export(model, config, workdir, data):
+    """Writes the backbone to `workdir/export/`: `backbone.keras` at the pretraining size and,
+    from TensorFlow or JAX, the SavedModel `saved_model/`.
+
+    The SavedModel's `serve` reads images as the evaluation does: a centre crop of
+    `config.eval_crop_fraction` resized to `pretraining.eval_image_size(config)` pixels.
+
+    Returns:
+        {"backbone.keras": path, "saved_model": path or None (the torch backend)}.
+    """
+    directory = os.path.join(workdir, "export")
+    gfile.makedirs(directory)
+    # Stock Keras layers in the files, so that they load without keras_vicreg.
+    cpu_kernels.use_stock_layers(model.backbone)
+    keras_path = os.path.join(directory, "backbone.keras")
+    model.backbone.save(keras_path)
+    print(f"Saved the backbone to {keras_path}", flush=True)
+    if keras.backend.backend() == "torch":
+        print(
+            "No SavedModel from the torch backend (Keras needs torch_xla): export backbone.keras "
+            "with KERAS_BACKEND=tensorflow or jax and keras_vicreg.export.export_backbone.",
+            flush=True,
+        )
+        return {"backbone.keras": keras_path, "saved_model": None}
+    from keras_vicreg import export as vicreg_export
+
+    view = data.augmentation.view_a
+    path = os.path.join(directory, "saved_model")
+    size = pretraining.eval_image_size(config)
+    vicreg_export.export_backbone(
+        model.backbone, path, image_size=size, mean=view.mean, std=view.std,
+        resize_ratio=1.0 / config.eval_crop_fraction, pretraining_image_size=config.image_size,
+        config=config,
+    )
+    print(f"Exported the backbone as a SavedModel to {path} (serve reads {size} px)", flush=True)
+    return {"backbone.keras": keras_path, "saved_model": path}
+
+
+def save_config(config, workdir):
+    """Prints the resolved config and writes it to workdir/config.json (warns if it changed)."""
+    print(f"Resolved config ({keras.backend.backend()} backend):\n{config}", flush=True)
+    gfile.makedirs(workdir)
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
+    if gfile.exists(path):
+        with gfile.GFile(path) as file:
+            previous = json.load(file)
+        if previous != resolved:
+            print(
+                f"Warning: the config differs from the one in {path}; resuming with the new one.",
+                file=sys.stderr,
+            )
+    with gfile.GFile(path, "w") as file:
+        json.dump(resolved, file, indent=2, sort_keys=True)
+
+
+def set_threads(config):
+    """Applies `config.tf_intra_op_threads`; call it before TensorFlow runs its first op.
+
+    One thread per op lets two ops (the two views' branches) run side by side on a small CPU;
+    `benchmarks/train_step.py --intra_op_threads N` measures what it gains on a machine.
+    """
+    threads = config.tf_intra_op_threads
+    if threads is not None and threads >= 1 and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)

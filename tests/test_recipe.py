@@ -1,0 +1,70 @@
+"""keras_vicreg.training.recipe and the pieces it builds from a config: the model, the resized
+backbone, a diverging fit as a typed exception, and the exit statuses the binaries map it to."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vicreg.models.backbones.convnet import convnet
+from keras_vicreg.models.backbones.resizing import at_image_size
+from keras_vicreg.training import checkpointing
+from keras_vicreg.training import exit_codes
+from keras_vicreg.training import recipe
+from tests.test_pretrain_config import load_config
+
+pytestmark = pytest.mark.backend_neutral
+
+
+def test_exit_statuses_keep_the_values_of_the_first_release():
+    assert (exit_codes.DONE, exit_codes.CRASH, exit_codes.DIVERGED,
+            exit_codes.INVALID_CONFIG) == (0, 1, 1, 2)
+
+
+def test_make_model_builds_the_configs_backbone_expander_and_optimizer():
+    config = load_config("tiny")
+    model = recipe.compile_model(recipe.make_model(config, channels=3), config)
+    assert model.backbone.name == "convnet"
+    assert model.backbone.input_shape == (None, config.image_size, config.image_size, 3)
+    assert model.backbone.output_shape == (None, config.model.filters[1])
+    assert model.optimizer.__class__.__name__ == "LARS"
+    views = np.random.default_rng(0).normal(size=(4, config.image_size, config.image_size, 3))
+    embeddings = model.expander(model.backbone(views.astype("float32"), training=False))
+    assert tuple(embeddings.shape) == (4, 32)  # the "32-32" expander
+
+
+def test_at_image_size_shares_the_layers_and_matches_a_backbone_built_at_that_size():
+    small = convnet((4, 6), (12, 12, 1))
+    for weight in small.weights:  # moving statistics away from (0, 1): inference mode matters
+        if "moving" in weight.path:
+            weight.assign(np.full(weight.shape, 0.5, "float32"))
+    large = at_image_size(small, 20)
+    assert large.input_shape == (None, 20, 20, 1) and large.name == small.name
+    assert all(a is b for a, b in zip(large.weights, small.weights))
+    reference = convnet((4, 6), (20, 20, 1))
+    reference.set_weights(small.get_weights())
+    images = np.random.default_rng(1).uniform(size=(3, 20, 20, 1)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(large(images, training=False)),
+                               keras.ops.convert_to_numpy(reference(images, training=False)),
+                               rtol=1e-6, atol=1e-6)
+    assert at_image_size(small, 12) is small
+    with pytest.raises(ValueError, match="Received: image_size=0"):
+        at_image_size(small, 0)
+
+
+def test_a_diverging_fit_raises_training_diverged_naming_the_kept_checkpoint(tmp_path):
+    config = load_config("tiny")
+    config.epochs = 1
+    config.optimizer.base_learning_rate = 1e30  # the second step breaks the weights
+    config.checkpoint_every_steps = 1
+    keras.utils.set_random_seed(config.seed)
+    data = recipe.Data(config, strategy=None)
+    model = recipe.compile_model(recipe.make_model(config, data.channels), config)
+    workdir = str(tmp_path)
+    with pytest.raises(recipe.TrainingDiverged) as error:
+        recipe.fit(model, config, workdir, data, recipe.restore_checkpoint(model, config, workdir))
+    newest = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    assert error.value.checkpoint == newest and newest[0] < error.value.step
+    assert f"Training diverged at step {error.value.step}" in str(error.value)
+    assert f"The newest checkpoint, step {newest[0]}" in str(error.value)
