@@ -98,10 +98,11 @@ EVALUATION_0_1 = {
     "linear_eval_imagenet.py:precompute,runlocal":
         ("imagenet2012", "train", "validation", 16, 8, 1, 0.02, 0.0, 0.02, 1e-6, True),
 }
-DEMO_EVAL_KEYS = ("train_split", "test_split", "image_size", "batch_size", "linear.epochs", "knn.k")
+# 0.1's image_size (44) of the demo evaluation is now the demo config's eval_image_size (below).
+DEMO_EVAL_KEYS = ("train_split", "test_split", "batch_size", "linear.epochs", "knn.k")
 DEMO_EVAL_0_1 = {
-    "fashion_mnist_demo_eval.py": ("train", "test", 44, 500, 20, 200),
-    "fashion_mnist_demo_eval.py:runlocal": ("train[:512]", "test[:256]", 44, 500, 5, 20),
+    "fashion_mnist_demo_eval.py": ("train", "test", 500, 20, 200),
+    "fashion_mnist_demo_eval.py:runlocal": ("train[:512]", "test[:256]", 500, 5, 20),
 
 }
 
