@@ -336,3 +336,30 @@ def test_without_a_signal_the_stop_signal_changes_nothing(tmp_path, uninterrupte
     assert stop.received is None
     for a, b in zip(state(uninterrupted[0]), state(model), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_holding_nan_is_skipped_on_resume_and_not_named_finite(tmp_path, capsys):
+    import h5py
+
+    directory = str(tmp_path)
+    run(directory, interrupt_after=7)  # checkpoints at steps 3, 4 and 6
+    newest = checkpointing.checkpoint_path(directory, 6)
+    with h5py.File(newest, "r+") as file:  # as a run with nan_check_weights=False can save
+        names = []
+        file.visititems(lambda name, item: names.append(name)
+                        if isinstance(item, h5py.Dataset) and item.dtype.kind == "f" else None)
+        file[names[0]][...] = np.nan
+    assert not checkpointing.holds_finite_values(newest)
+    assert checkpointing.newest_finite_checkpoint(directory) == (
+        4, checkpointing.checkpoint_path(directory, 4))
+    assert checkpointing.restore_latest(make_model(1), directory) == 4
+    assert "holds NaN or infinite values" in capsys.readouterr().err
+
+
+def test_an_optimizer_state_that_does_not_fit_is_an_error_not_a_silent_restart(tmp_path):
+    directory = str(tmp_path)
+    run(directory, interrupt_after=5)  # checkpoints at steps 3 and 4
+    model = make_model(0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)  # other state
+    with pytest.raises(checkpointing.OptimizerStateSkippedError, match="optimizer or precision"):
+        checkpointing.restore_latest(model, directory)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from keras_vicreg.training import checkpointing
+from keras_vicreg.training import exit_codes
 
 pytestmark = pytest.mark.slow
 
@@ -117,13 +118,13 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp
     # The warmup's first step has learning rate 0; the second, 1e30 / 12, breaks the weights.
     result = _run(str(tmp_path), "--config.optimizer.base_learning_rate=1e30",
                   "--config.checkpoint_every_steps=1")
-    assert result.returncode == 1
+    assert result.returncode == exit_codes.DIVERGED
     assert "Training diverged at step" in result.stderr
     assert "NaNGuard: non-finite values at training step" in result.stderr
     checkpoints = checkpointing.list_checkpoints(os.path.join(tmp_path, "checkpoints"))
     assert checkpoints, "a checkpoint of the steps before the divergence"
     newest = checkpoints[-1]
-    assert f"The newest checkpoint, step {newest[0]}" in result.stderr
+    assert f"The newest checkpoint with finite values, step {newest[0]}" in result.stderr
     for name, value in _arrays(newest[1]).items():
         assert np.all(np.isfinite(value)), name
     assert not os.path.exists(os.path.join(tmp_path, "export"))
@@ -135,7 +136,9 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp
         (["--config.optimizer.base_learning_rate=-0.1", "--config.model.backbone=resnet19"], 2,
          ["Invalid pretraining config (2 problems)", "base_learning_rate must be > 0.0",
           "config.model.backbone must be a backbone"]),
-        (["--config.optimizer.learning_rate=0.1"], 1, ["learning_rate"]),
+        (["--config.optimizer.learning_rate=0.1"], 2,
+         ["Invalid flag", "Did you mean \"base_learning_rate\""]),
+        (["--config.batch_size=0"], 2, ["config.batch_size must be >= 1"]),
     ],
 )
 def test_an_invalid_config_stops_before_any_data_is_read(tmp_path, overrides, returncode,
@@ -146,3 +149,57 @@ def test_an_invalid_config_stops_before_any_data_is_read(tmp_path, overrides, re
     for text in expected:
         assert text in result.stderr
     assert not workdir.exists()
+
+
+def _wait_for(path, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and process.poll() is None:
+        assert time.monotonic() < deadline, f"no {path} after {seconds} s"
+        time.sleep(0.02)
+
+
+def test_sigterm_checkpoints_the_step_exits_preempted_and_the_relaunch_finishes_exactly(
+    tmp_path, resumed
+):
+    workdir = str(tmp_path)
+    process = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for(_checkpoint(workdir, 5), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == exit_codes.PREEMPTED, stderr[-2000:]
+    assert "Stopped by SIGTERM after step" in stderr
+    stopped_at = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))[0]
+    assert 5 <= stopped_at < TOTAL_STEPS
+    assert not os.path.exists(os.path.join(workdir, "job.lock"))  # released on the way out
+
+    result = _run(workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Resuming from step {stopped_at}" in result.stdout
+    reference = _arrays(_checkpoint(resumed[0], TOTAL_STEPS))  # the killed-and-resumed run's end
+    final = _arrays(_checkpoint(workdir, TOTAL_STEPS))
+    for name, value in reference.items():
+        np.testing.assert_array_equal(final[name], value, err_msg=name)
+
+
+def test_a_second_job_on_a_live_workdir_is_refused(tmp_path):
+    workdir = str(tmp_path)
+    first = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(os.path.join(workdir, "job.lock"), first)
+        second = _run(workdir)
+        assert second.returncode == exit_codes.INVALID_CONFIG
+        assert f"is in use by another job: pid {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+
+
+def test_resuming_with_a_changed_batch_size_is_refused_unless_allowed(tmp_path):
+    workdir = str(tmp_path)
+    assert _run(workdir, "--config.epochs=1").returncode == 0
+    changed = _run(workdir, "--config.epochs=1", "--config.batch_size=16")
+    assert changed.returncode == exit_codes.INVALID_CONFIG
+    assert "config.batch_size: 32 (saved) -> 16 (now)" in changed.stderr
+    assert "--allow_config_change" in changed.stderr

@@ -2,6 +2,7 @@
 backbone, a diverging fit as a typed exception, and the exit statuses the binaries map it to."""
 
 import os
+import signal
 
 import keras
 import numpy as np
@@ -11,15 +12,33 @@ from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models.backbones.resizing import at_image_size
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import exit_codes
+from keras_vicreg.training import preemption
 from keras_vicreg.training import recipe
+from keras_vicreg.training import run_config
+from keras_vicreg.training import workdir_lock
 from tests.test_pretrain_config import load_config
 
 pytestmark = pytest.mark.backend_neutral
 
 
-def test_exit_statuses_keep_the_values_of_the_first_release():
-    assert (exit_codes.DONE, exit_codes.CRASH, exit_codes.DIVERGED,
-            exit_codes.INVALID_CONFIG) == (0, 1, 1, 2)
+def test_exit_statuses_tell_divergence_and_preemption_from_a_crash():
+    assert (exit_codes.DONE, exit_codes.CRASH, exit_codes.INVALID_CONFIG, exit_codes.DIVERGED,
+            exit_codes.PREEMPTED) == (0, 1, 2, 3, 75)
+    cases = [
+        (preemption.Preempted(5, signal.SIGTERM), exit_codes.PREEMPTED),
+        (recipe.TrainingDiverged("diverged", step=3), exit_codes.DIVERGED),
+        (workdir_lock.WorkdirLockedError("held"), exit_codes.INVALID_CONFIG),
+        (checkpointing.ShortEpochError("short"), exit_codes.INVALID_CONFIG),
+        (checkpointing.NoLoadableCheckpointError("none"), exit_codes.INVALID_CONFIG),
+        (checkpointing.OptimizerStateSkippedError("skipped"), exit_codes.INVALID_CONFIG),
+        (run_config.ConfigChangedError("changed"), exit_codes.INVALID_CONFIG),
+        (ValueError("bad"), exit_codes.INVALID_CONFIG),
+        (KeyError("bug"), exit_codes.CRASH),
+    ]
+    for error, status in cases:
+        assert exit_codes.status_of(error) == status, error
+    assert all(isinstance(error, exit_codes.EXPECTED) for error, status in cases
+               if status != exit_codes.CRASH)
 
 
 def test_make_model_builds_the_configs_backbone_expander_and_optimizer():
@@ -67,4 +86,20 @@ def test_a_diverging_fit_raises_training_diverged_naming_the_kept_checkpoint(tmp
     newest = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     assert error.value.checkpoint == newest and newest[0] < error.value.step
     assert f"Training diverged at step {error.value.step}" in str(error.value)
-    assert f"The newest checkpoint, step {newest[0]}" in str(error.value)
+    assert f"The newest checkpoint with finite values, step {newest[0]}" in str(error.value)
+
+
+def test_with_the_weight_check_off_divergence_names_a_checkpoint_of_finite_values(tmp_path):
+    config = load_config("tiny")
+    config.epochs = 1
+    config.optimizer.base_learning_rate = 1e30
+    config.checkpoint_every_steps = 1
+    config.nan_check_weights = False  # non-finite weights could reach the checkpoints
+    keras.utils.set_random_seed(config.seed)
+    data = recipe.Data(config, strategy=None)
+    model = recipe.compile_model(recipe.make_model(config, data.channels), config)
+    with pytest.raises(recipe.TrainingDiverged) as error:
+        recipe.fit(model, config, str(tmp_path), data, 0)
+    step, path = error.value.checkpoint
+    assert checkpointing.holds_finite_values(path)
+    assert f"step {step} ({path})" in str(error.value)

@@ -24,7 +24,6 @@ Writes to --workdir: `results.md` (the table), `results.json`, `config.json`, `e
 `loss_terms.png`, `embedding_std.png` and `pca_test.png`. Run it again to resume an interrupted run.
 """
 
-import json
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from keras_vicreg.config import pretraining
 from keras_vicreg.data import prepare_fashion_mnist
 from keras_vicreg.evaluation import comparison
 from keras_vicreg.training import exit_codes
+from keras_vicreg.training import job
 from keras_vicreg.training import logs
 from keras_vicreg.training import recipe
 
@@ -54,6 +54,11 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", "/tmp/vicreg_demo", "Where checkpoints, summaries, the export and results go."
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume even when the config differs from the workdir's config.json in keys that change "
+    "what the checkpoints mean.",
+)
 
 
 def main(argv):
@@ -64,6 +69,7 @@ def main(argv):
     start = time.time()
     config, evaluation = _CONFIG.value, _EVAL_CONFIG.value
     workdir, data_dir = _WORKDIR.value, _DATA_DIR.value
+    eval_size = pretraining.eval_image_size(config)
     recipe.set_threads(config)
     try:
         pretraining.validate(config)
@@ -71,66 +77,47 @@ def main(argv):
         if keras.backend.backend() == "torch":
             raise ValueError("The demo exports and scores a SavedModel, which Keras writes from "
                              "the tensorflow and jax backends. Received: KERAS_BACKEND='torch'")
-    except ValueError as error:
+        with job.running(workdir) as stop:
+            recipe.save_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
+            prepare_fashion_mnist(data_dir)
+            keras.utils.set_random_seed(config.seed)
+            keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+            data = recipe.Data(config, strategy=None, data_dir=data_dir)
+            random_model = recipe.make_model(config, data.channels)
+
+            pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
+            model = recipe.compile_model(recipe.make_model(config, data.channels), config)
+            start_step = recipe.restore_checkpoint(model, config, workdir)
+            recipe.fit(model, config, workdir, data, start_step, stop_signal=stop,
+                       verbose=1 if sys.stdout.isatty() else 2)  # a bar, or a line per epoch
+            exported = recipe.export(model, config, workdir, data)
+            timings = {"pretrain": time.time() - pretrain_start,
+                       "pretrain_cpu": time.process_time() - pretrain_cpu_start}
+
+            print("Evaluating on the test set: features, linear classifiers, kNN", flush=True)
+            rows, vicreg_test, random_test = comparison.evaluate(
+                os.path.dirname(exported["saved_model"]), random_model.backbone, data.augmentation,
+                evaluation, eval_image_size=eval_size, crop_fraction=config.eval_crop_fraction,
+                data_dir=data_dir,
+            )
+            plots = comparison.write_plots(workdir, model, random_model, vicreg_test, random_test)
+            timings.update(total=time.time() - start, total_cpu=time.process_time())
+            markdown, results_md, results_json = comparison.write_report(
+                workdir, rows, timings, start_step=start_step, total_steps=config.total_steps,
+                details={"backend": keras.backend.backend(), "eval_image_size": eval_size,
+                         "evaluation": evaluation.to_dict()},
+            )
+    except exit_codes.EXPECTED as error:
         print(error, file=sys.stderr)
-        sys.exit(exit_codes.INVALID_CONFIG)
-    recipe.save_config(config, workdir)
-    prepare_fashion_mnist(data_dir)
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-    data = recipe.Data(config, strategy=None, data_dir=data_dir)
-    random_model = recipe.make_model(config, data.channels)
-
-    pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
-    model = recipe.compile_model(recipe.make_model(config, data.channels), config)
-    start_step = recipe.restore_checkpoint(model, config, workdir)
-    try:  # a progress bar on a terminal, else a line per epoch
-        recipe.fit(model, config, workdir, data, start_step,
-                   verbose=1 if sys.stdout.isatty() else 2)
-    except recipe.TrainingDiverged as error:
-        print(error, file=sys.stderr)
-        sys.exit(exit_codes.DIVERGED)
-    exported = recipe.export(model, config, workdir, data)
-    pretrain_seconds = time.time() - pretrain_start
-    pretrain_cpu_seconds = time.process_time() - pretrain_cpu_start
-
-    print("Evaluating on the test set: features, linear classifiers, kNN", flush=True)
-    rows, vicreg_test, random_test = comparison.evaluate(
-        os.path.dirname(exported["saved_model"]), random_model.backbone, data.augmentation,
-        evaluation, eval_image_size=pretraining.eval_image_size(config),
-        crop_fraction=config.eval_crop_fraction, data_dir=data_dir,
-    )
-    plots = comparison.write_plots(workdir, model, random_model, vicreg_test, random_test)
-
-    total_seconds, total_cpu_seconds = time.time() - start, time.process_time()
-    markdown = comparison.table(rows) + (
-        f"\n\nWall time: pretraining {pretrain_seconds / 60:.1f} min, total "
-        f"{total_seconds / 60:.1f} min; CPU time (all threads): pretraining "
-        f"{pretrain_cpu_seconds / 60:.1f} min, total {total_cpu_seconds / 60:.1f} min "
-        f"({keras.backend.backend()} backend, {os.cpu_count()} CPU cores)."
-    )
-    if start_step:
-        markdown += (f" This run resumed at step {start_step} of {config.total_steps}: its times "
-                     "leave out the steps before.")
+        sys.exit(exit_codes.status_of(error))
     print(markdown, flush=True)
-    results_md, results_json = (os.path.join(workdir, name)
-                                for name in ("results.md", "results.json"))
-    with open(results_md, "w") as file:
-        file.write(markdown + "\n")
-    results = {"rows": rows, "pretrain_seconds": pretrain_seconds, "start_step": start_step,
-               "pretrain_cpu_seconds": pretrain_cpu_seconds, "total_seconds": total_seconds,
-               "total_cpu_seconds": total_cpu_seconds, "backend": keras.backend.backend(),
-               "eval_image_size": pretraining.eval_image_size(config),
-               "evaluation": evaluation.to_dict()}
-    with open(results_json, "w") as file:
-        json.dump(results, file, indent=2)
     print(f"\nThe files of this run, in {workdir}:\n"
           f"  table        {results_md} (and {os.path.basename(results_json)})\n"
           f"  plots        {', '.join(plots)}\n"
           f"  tensorboard  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}\n"
-          f"  export       {exported['saved_model']} (serve reads "
-          f"{pretraining.eval_image_size(config)} px), {exported['backbone.keras']}", flush=True)
+          f"  export       {exported['saved_model']} (serve reads {eval_size} px), "
+          f"{exported['backbone.keras']}", flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=job.parse_flags)

@@ -20,10 +20,15 @@ checkpoint, mid-epoch included, and reaches the weights of an uninterrupted run 
 a function of the seed and the epoch; see `keras_vicreg.training.checkpointing`). A finished run is
 only exported again.
 
-The library half is `keras_vicreg.training.recipe`; this file is its flags and `main`. Exit status
-(`keras_vicreg.training.exit_codes`): DONE (0); DIVERGED (1) when the loss or the weights became NaN
-or infinite (the newest checkpoint, written before that step, is kept); INVALID_CONFIG (2) for an
-invalid config or missing data.
+A second job on the same workdir is refused while the first runs (`<workdir>/job.lock`). SIGTERM
+or SIGINT (a preemption notice, Ctrl-C) finishes the step, checkpoints it and exits PREEMPTED.
+A config that differs from the workdir's `config.json` in keys that change what the checkpoints
+mean is refused unless `--allow_config_change`.
+
+The library half is `keras_vicreg.training.recipe`; this file is its flags and `main`. Exit statuses
+(`keras_vicreg.training.exit_codes`): DONE 0; CRASH 1; INVALID_CONFIG 2 (an invalid config or flag,
+missing or short data, a locked workdir, a changed config, checkpoints that do not load); DIVERGED
+3 (a NaN or infinite loss or weight: the newest finite checkpoint is kept); PREEMPTED 75.
 """
 
 import sys
@@ -36,6 +41,7 @@ from ml_collections import config_flags
 from keras_vicreg.config import pretraining
 from keras_vicreg.training import distribute
 from keras_vicreg.training import exit_codes
+from keras_vicreg.training import job
 from keras_vicreg.training import recipe
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -52,6 +58,11 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data dir
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "Where manually downloaded data is (ImageNet's tar files)."
 )
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume even when the config differs from the workdir's config.json in keys that change "
+    "what the checkpoints mean (model, precision, batch, optimizer, schedule, data).",
+)
 
 
 def main(argv):
@@ -59,30 +70,24 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config, workdir = _CONFIG.value, _WORKDIR.value
     recipe.set_threads(config)  # before TensorFlow's first op
-    strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
     try:
+        strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
         pretraining.validate(config, distribute.num_replicas(strategy))
-    except ValueError as error:
+        with job.running(workdir) as stop:
+            recipe.save_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
+            keras.utils.set_random_seed(config.seed)
+            keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+            with distribute.strategy_scope(strategy):
+                data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value)
+                model = recipe.compile_model(recipe.make_model(config, data.channels, strategy),
+                                             config)
+                start_step = recipe.restore_checkpoint(model, config, workdir)
+                recipe.fit(model, config, workdir, data, start_step, stop_signal=stop)
+            recipe.export(model, config, workdir, data)
+    except exit_codes.EXPECTED as error:
         print(error, file=sys.stderr)
-        sys.exit(exit_codes.INVALID_CONFIG)
-    recipe.save_config(config, workdir)
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-    with distribute.strategy_scope(strategy):
-        try:
-            data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value)
-        except ValueError as error:  # a wrong split or size, or data that is not there
-            print(error, file=sys.stderr)
-            sys.exit(exit_codes.INVALID_CONFIG)
-        model = recipe.compile_model(recipe.make_model(config, data.channels, strategy), config)
-        start_step = recipe.restore_checkpoint(model, config, workdir)
-        try:
-            recipe.fit(model, config, workdir, data, start_step)
-        except recipe.TrainingDiverged as error:
-            print(error, file=sys.stderr)
-            sys.exit(exit_codes.DIVERGED)
-    recipe.export(model, config, workdir, data)
+        sys.exit(exit_codes.status_of(error))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=job.parse_flags)

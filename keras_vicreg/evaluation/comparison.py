@@ -192,3 +192,39 @@ def write_plots(workdir, model, random_model, vicreg_test, random_test):
     plots.plot_embedding_2d(vicreg_test[0], vicreg_test[1], paths[2],
                             title="PCA of the VICReg representations of the test images")
     return paths
+
+
+def write_report(workdir, rows, timings, *, start_step, total_steps, details):
+    """Writes the table with its times to `results.md` and everything to `results.json`.
+
+    Args:
+        workdir: the run's directory.
+        rows: `evaluate`'s rows.
+        timings: seconds, {"pretrain", "pretrain_cpu", "total", "total_cpu"}.
+        start_step: the step pretraining started from (0, or where it resumed).
+        total_steps: the run's steps.
+        details: more entries for results.json (the backend, the evaluation config, ...).
+
+    Returns:
+        (the markdown printed, the path of results.md, the path of results.json).
+    """
+    import json
+    import os
+
+    markdown = table(rows) + (
+        f"\n\nWall time: pretraining {timings['pretrain'] / 60:.1f} min, total "
+        f"{timings['total'] / 60:.1f} min; CPU time (all threads): pretraining "
+        f"{timings['pretrain_cpu'] / 60:.1f} min, total {timings['total_cpu'] / 60:.1f} min "
+        f"({details.get('backend')} backend, {os.cpu_count()} CPU cores)."
+    )
+    if start_step:
+        markdown += (f" This run resumed at step {start_step} of {total_steps}: its times leave "
+                     "out the steps before.")
+    paths = tuple(os.path.join(workdir, name) for name in ("results.md", "results.json"))
+    with open(paths[0], "w") as file:
+        file.write(markdown + "\n")
+    results = {"rows": rows, "start_step": start_step,
+               **{f"{name}_seconds": seconds for name, seconds in timings.items()}, **details}
+    with open(paths[1], "w") as file:
+        json.dump(results, file, indent=2)
+    return (markdown, *paths)

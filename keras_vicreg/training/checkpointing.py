@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+import warnings
 
 import keras
 import tensorflow as tf
@@ -46,6 +47,11 @@ class ShortEpochError(RuntimeError):
 
 class NoLoadableCheckpointError(RuntimeError):
     """Checkpoints exist, and none of them loads."""
+
+
+class OptimizerStateSkippedError(RuntimeError):
+    """Keras loaded a checkpoint's weights but skipped its optimizer state (another optimizer or
+    precision than the one that saved it): resuming would restart the step count and warmup."""
 
 
 def _is_local(path):
@@ -77,6 +83,33 @@ def write_json_atomically(path, value):
     _fsync(partial)
     gfile.rename(partial, path, overwrite=True)
     _fsync(directory)
+
+
+def holds_finite_values(path):
+    """Whether every array in a checkpoint file (weights and optimizer state) is finite."""
+    import h5py
+    import numpy as np
+
+    finite = [True]
+
+    def check(name, item):
+        if isinstance(item, h5py.Dataset) and item.dtype.kind in "fc" and item.size:
+            finite[0] = finite[0] and bool(np.all(np.isfinite(item[()])))
+
+    with h5py.File(path, "r") as file:
+        file.visititems(check)
+    return finite[0]
+
+
+def newest_finite_checkpoint(directory):
+    """(step, path) of the newest checkpoint whose values are all finite, or None."""
+    for step, path in reversed(list_checkpoints(directory)):
+        try:
+            if holds_finite_values(path):
+                return step, path
+        except OSError:  # unreadable: not a candidate
+            continue
+    return None
 
 
 def checkpoint_path(directory, step):
@@ -114,8 +147,9 @@ def restore_latest(model, directory):
 
     Partial files left by a kill during a save are removed. The optimizer is built first, so that
     its state (momentum buffers, iteration count, loss scale) is restored with the weights. A
-    checkpoint that does not load (empty, truncated, not a weights file) is skipped for the next
-    older one, and each skip is printed to stderr with its reason; the skipped files stay, for a
+    checkpoint that does not load (empty, truncated, not a weights file) or holds NaN or infinite
+    values (saved with the weight check off) is skipped for the next older one, and each skip is
+    printed to stderr with its reason; the skipped files stay, for a
     look, and are pruned as newer checkpoints are written.
 
     Args:
@@ -145,13 +179,24 @@ def restore_latest(model, directory):
     skipped = []
     for step, path in reversed(checkpoints):
         try:
-            model.load_weights(path)
+            if _is_local(path) and not holds_finite_values(path):
+                raise ValueError("it holds NaN or infinite values")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.load_weights(path)
         except Exception as error:  # noqa: BLE001  (h5py, Keras and OS errors alike)
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
             skipped.append(f"{path} ({reason})")
             print(f"Skipping checkpoint {path}: it does not load ({reason}).",
                   file=sys.stderr, flush=True)
             continue
+        for warning in caught:
+            if "Skipping variable loading for optimizer" in str(warning.message):
+                raise OptimizerStateSkippedError(
+                    f"{path} holds an optimizer state that this model's optimizer cannot take "
+                    f"({warning.message}): the config's optimizer or precision differs from the "
+                    "run that saved it. Resume with that config, or start over in another workdir."
+                )
         if skipped:
             print(f"Resuming from the older checkpoint {path} after skipping {len(skipped)}.",
                   file=sys.stderr, flush=True)

@@ -1,12 +1,46 @@
 """The exit statuses of the training binaries, one name for each way a run ends.
 
-The library raises typed exceptions (`keras_vicreg.training.recipe.TrainingDiverged`, `ValueError`
-for an invalid config or missing data); a binary maps them to these statuses, so that a scheduler or
-a script can tell a run to fix from a run to retry. `DIVERGED` equals `CRASH` (1), as it has since
-the first release; a scheduler that must tell them apart reads the message on stderr.
+The library raises typed exceptions; `status_of` maps each to a status, so that a scheduler or a
+restart-on-failure supervisor can tell a run to retry (PREEMPTED: run the same command again, it
+resumes exactly) from one to fix first (INVALID_CONFIG, DIVERGED) and from a crash.
+
+| status | name | what happened | what to do |
+|---:|---|---|---|
+| 0 | DONE | trained to the end and exported (or only exported: the run had finished) | |
+| 1 | CRASH | an unexpected exception (Python's own status for an uncaught one) | read the traceback |
+| 2 | INVALID_CONFIG | an invalid config or flag, data that does not match it or is missing or runs out, a workdir held by a live job, a changed config on resume, checkpoints that do not load | fix what the message names |
+| 3 | DIVERGED | a non-finite loss or weight; the newest finite checkpoint is kept | lower the learning rate, then rerun |
+| 75 | PREEMPTED | SIGTERM or SIGINT; the step reached is checkpointed | rerun the same command (sysexits' EX_TEMPFAIL) |
 """
 
-DONE = 0  # trained to the end and exported (or only exported again: the run had finished)
-CRASH = 1  # an unexpected exception (Python's own status for an uncaught one)
-DIVERGED = 1  # a non-finite loss or weight; the newest checkpoint, from before it, is kept
-INVALID_CONFIG = 2  # an invalid config, or data that does not match it or is not there
+from keras_vicreg.training import callbacks
+from keras_vicreg.training import checkpointing
+from keras_vicreg.training import preemption
+from keras_vicreg.training import workdir_lock
+
+DONE = 0
+CRASH = 1
+INVALID_CONFIG = 2
+DIVERGED = 3
+PREEMPTED = 75
+
+# Checked in order: the first class an exception is an instance of gives its status.
+_STATUSES = (
+    (preemption.Preempted, PREEMPTED),
+    (callbacks.NonFiniteTrainingError, DIVERGED),
+    (workdir_lock.WorkdirLockedError, INVALID_CONFIG),
+    (checkpointing.ShortEpochError, INVALID_CONFIG),
+    (checkpointing.NoLoadableCheckpointError, INVALID_CONFIG),
+    (checkpointing.OptimizerStateSkippedError, INVALID_CONFIG),
+    (ValueError, INVALID_CONFIG),
+)
+# What a binary catches and turns into a status with a message (anything else is a crash).
+EXPECTED = tuple(error_class for error_class, _ in _STATUSES)
+
+
+def status_of(error):
+    """The exit status for an exception of `EXPECTED`; CRASH for any other."""
+    for error_class, status in _STATUSES:
+        if isinstance(error, error_class):
+            return status
+    return CRASH

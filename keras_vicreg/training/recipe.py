@@ -15,13 +15,12 @@ Nothing here reads flags or exits: an invalid config or missing data is a `Value
 run a `TrainingDiverged`, and the binary maps them to `keras_vicreg.training.exit_codes`.
 """
 
-import json
 import os
-import sys
-
-from tensorflow.io import gfile
 
 import keras
+from tensorflow.io import gfile
+
+from keras_vicreg import export as vicreg_export
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
@@ -34,6 +33,7 @@ from keras_vicreg.training import summaries
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
 from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
+from keras_vicreg.training.run_config import save_config  # noqa: F401
 from keras_vicreg.training.schedules import WarmupCosine
 
 
@@ -129,8 +129,12 @@ def restore_checkpoint(model, config, workdir):
     return step
 
 
-def make_callbacks(config, workdir, data, start_step):
-    """NaN guard first, checkpoint last: a non-finite step never reaches the checkpoint."""
+def make_callbacks(config, workdir, data, start_step, stop_signal=None):
+    """NaN guard first, checkpoint last: a non-finite step never reaches the checkpoint.
+
+    `stop_signal` (a `preemption.PreemptionSignal`) makes the checkpoint callback save the step
+    and raise `preemption.Preempted` once a SIGTERM or SIGINT has arrived.
+    """
     view = data.augmentation.view_a
     return [
         vicreg_callbacks.LearningRateLogger(),
@@ -156,20 +160,24 @@ def make_callbacks(config, workdir, data, start_step):
             config.checkpoint_every_steps,
             initial_step=start_step,
             keep=config.keep_checkpoints,
+            stop_signal=stop_signal,
         ),
     ]
 
 
-def fit(model, config, workdir, data, start_step, verbose=0):
+def fit(model, config, workdir, data, start_step, verbose=0, stop_signal=None):
     """Trains from `start_step` to `config.total_steps`, checkpointing into `workdir`.
 
     Args:
         model: a compiled model (`compile_model`), restored to `start_step`.
         verbose: Keras' progress output (0: only `summaries.ProgressPrinter`'s lines).
+        stop_signal: see `make_callbacks`.
 
     Raises:
         TrainingDiverged: the loss or a weight became NaN or infinite; the message names the step
             and the newest checkpoint, written before it, which a rerun resumes from.
+        preemption.Preempted: `stop_signal` received a signal; the step is checkpointed.
+        checkpointing.ShortEpochError: an epoch's data ran out before its steps.
     """
     try:
         checkpointing.resumable_fit(
@@ -178,17 +186,21 @@ def fit(model, config, workdir, data, start_step, verbose=0):
             epochs=config.epochs,
             steps_per_epoch=config.steps_per_epoch,
             initial_step=start_step,
-            callbacks=make_callbacks(config, workdir, data, start_step),
+            callbacks=make_callbacks(config, workdir, data, start_step, stop_signal),
             verbose=verbose,
         )
     except vicreg_callbacks.NonFiniteTrainingError as error:
-        latest = checkpointing.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+        directory = os.path.join(workdir, "checkpoints")
+        # With the weights unchecked (nan_check_weights=False) a checkpoint may hold NaN already:
+        # name the newest that does not, read from the files.
+        latest = (checkpointing.latest_checkpoint(directory) if config.nan_check_weights
+                  else checkpointing.newest_finite_checkpoint(directory))
         kept = (
             "No checkpoint was written before it."
             if latest is None
-            else f"The newest checkpoint, step {latest[0]} ({latest[1]}), holds the last finite "
-            "weights and is kept: fix the cause (e.g. a lower "
-            "--config.optimizer.base_learning_rate) and run the command again to resume from it."
+            else f"The newest checkpoint with finite values, step {latest[0]} ({latest[1]}), is "
+            "kept: fix the cause (e.g. a lower --config.optimizer.base_learning_rate) and run the "
+            "command again to resume from it."
         )
         raise TrainingDiverged(
             f"Training diverged at step {error.step}.\n{error}\n{kept}", step=error.step,
@@ -220,8 +232,6 @@ def export(model, config, workdir, data):
             flush=True,
         )
         return {"backbone.keras": keras_path, "saved_model": None}
-    from keras_vicreg import export as vicreg_export
-
     view = data.augmentation.view_a
     path = os.path.join(directory, "saved_model")
     size = pretraining.eval_image_size(config)
@@ -232,24 +242,6 @@ def export(model, config, workdir, data):
     )
     print(f"Exported the backbone as a SavedModel to {path} (serve reads {size} px)", flush=True)
     return {"backbone.keras": keras_path, "saved_model": path}
-
-
-def save_config(config, workdir):
-    """Prints the resolved config and writes it to workdir/config.json (warns if it changed)."""
-    print(f"Resolved config ({keras.backend.backend()} backend):\n{config}", flush=True)
-    gfile.makedirs(workdir)
-    path = os.path.join(workdir, "config.json")
-    resolved = json.loads(config.to_json_best_effort())
-    if gfile.exists(path):
-        with gfile.GFile(path) as file:
-            previous = json.load(file)
-        if previous != resolved:
-            print(
-                f"Warning: the config differs from the one in {path}; resuming with the new one.",
-                file=sys.stderr,
-            )
-    with gfile.GFile(path, "w") as file:
-        json.dump(resolved, file, indent=2, sort_keys=True)
 
 
 def set_threads(config):

@@ -1,0 +1,93 @@
+"""A run's `config.json`: written atomically, and compared with the new config on every resume.
+
+A resumed run restores weights, optimizer state and the step from its checkpoint; a config that
+changed in between can change what that state means (another model or precision, another batch
+size, schedule or optimizer, other data) and the run then fails later, or worse, goes on quietly:
+with mixed precision switched on, Keras skips loading the optimizer's variables, the step counter
+returns to 0 and the warmup restarts mid-run. So every key is refused when it differs from the
+saved config, except those that only change what is logged, how often, and how the same steps are
+computed (`CHANGEABLE`); `allow_change=True` (the binaries' `--allow_config_change`) resumes anyway.
+"""
+
+import json
+import os
+import sys
+
+from tensorflow.io import gfile
+
+from keras_vicreg.training import checkpointing
+
+CONFIG_FILE = "config.json"
+# Keys that may differ on resume: logging, summaries, checkpoint cadence, compilation and threads,
+# the divergence and collapse checks, and what the export reads at test time.
+CHANGEABLE = frozenset({
+    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "summary_every_steps",
+    "summary_examples", "summary_image_pairs", "jit_compile", "tf_intra_op_threads",
+    "collapse_threshold", "collapse_patience_steps", "nan_check_weights", "eval_image_size",
+    "eval_crop_fraction",
+})
+
+
+class ConfigChangedError(ValueError):
+    """The config differs from the saved one in keys that change the meaning of the saved state."""
+
+
+def _flat(value, prefix=""):
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def changed_keys(saved, resolved):
+    """[(key, saved value, new value)] of the keys that differ and are not `CHANGEABLE`."""
+    before, after = _flat(saved), _flat(resolved)
+    return [
+        (key, before.get(key, "<absent>"), after.get(key, "<absent>"))
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key) and key not in CHANGEABLE
+    ]
+
+
+def load_saved(workdir):
+    """The saved config as a dict, or None: none saved, or unreadable (said on stderr)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not gfile.exists(path):
+        return None
+    try:
+        with gfile.GFile(path) as file:
+            return json.loads(file.read())
+    except ValueError as error:  # empty or cut short: a crash during a write before 0.2
+        print(f"Warning: {path} does not read as JSON ({error}); it is replaced by this run's "
+              "config, and the resume cannot be checked against it.", file=sys.stderr, flush=True)
+        return None
+
+
+def save_config(config, workdir, *, allow_change=False):
+    """Prints the resolved config and writes it to `workdir/config.json`, atomically.
+
+    Raises:
+        ConfigChangedError: a saved config differs in keys outside `CHANGEABLE`, naming each key
+            with both values, unless `allow_change`; then the differences are printed as a warning.
+    """
+    import keras
+
+    print(f"Resolved config ({keras.backend.backend()} backend):\n{config}", flush=True)
+    resolved = json.loads(config.to_json_best_effort())
+    saved = load_saved(workdir)
+    changes = [] if saved is None else changed_keys(saved, resolved)
+    if changes:
+        listed = "\n".join(f"  - config.{key}: {old!r} (saved) -> {new!r} (now)"
+                           for key, old, new in changes)
+        if not allow_change:
+            raise ConfigChangedError(
+                f"The config differs from the one this run in {workdir} started with, in keys "
+                f"that change what its checkpoints mean:\n{listed}\nResume with the saved values, "
+                "start a new run in another --workdir, or pass --allow_config_change to resume "
+                "with the new ones (weights, optimizer state and step as saved)."
+            )
+        print(f"Warning: resuming with a changed config (--allow_config_change):\n{listed}",
+              file=sys.stderr, flush=True)
+    checkpointing.write_json_atomically(os.path.join(workdir, CONFIG_FILE), resolved)

@@ -1,0 +1,63 @@
+"""keras_vicreg.training.run_config: config.json written atomically and checked on resume."""
+
+import json
+import os
+
+import pytest
+
+from keras_vicreg.training import run_config
+from tests.test_pretrain_config import load_config
+
+pytestmark = pytest.mark.backend_neutral
+
+
+def saved(workdir):
+    with open(os.path.join(workdir, "config.json")) as file:
+        return json.load(file)
+
+
+def test_the_first_run_writes_the_resolved_config(tmp_path):
+    config = load_config("tiny")
+    run_config.save_config(config, str(tmp_path))
+    assert saved(tmp_path)["batch_size"] == config.batch_size
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]  # no partial file left
+
+
+@pytest.mark.parametrize("key, value", [
+    ("batch_size", 16), ("mixed_precision", "mixed_float16"), ("epochs", 1),
+    ("model.expander", "48-48"), ("optimizer.weight_decay", 0.5), ("dataset", "cifar10"),
+])
+def test_a_change_that_alters_the_saved_state_is_refused_naming_both_values(tmp_path, key, value):
+    run_config.save_config(load_config("tiny"), str(tmp_path))
+    before = saved(tmp_path)
+    changed = load_config("tiny")
+    *parents, leaf = key.split(".")
+    node = changed
+    for parent in parents:
+        node = node[parent]
+    old = node[leaf]
+    node[leaf] = value
+    with pytest.raises(run_config.ConfigChangedError) as error:
+        run_config.save_config(changed, str(tmp_path))
+    assert f"config.{key}: {old!r} (saved) -> {value!r} (now)" in str(error.value)
+    assert "--allow_config_change" in str(error.value)
+    assert saved(tmp_path) == before  # untouched
+
+    run_config.save_config(changed, str(tmp_path), allow_change=True)
+    assert saved(tmp_path) != before
+
+
+def test_logging_and_checkpoint_cadence_may_change(tmp_path):
+    run_config.save_config(load_config("tiny"), str(tmp_path))
+    changed = load_config("tiny")
+    changed.log_every_steps, changed.checkpoint_every_steps, changed.jit_compile = 7, 3, False
+    run_config.save_config(changed, str(tmp_path))
+    assert saved(tmp_path)["log_every_steps"] == 7
+
+
+@pytest.mark.parametrize("content", ["", "{\"batch_size\": "])
+def test_an_unreadable_config_json_is_replaced_with_a_warning(tmp_path, capsys, content):
+    (tmp_path / "config.json").write_text(content)
+    run_config.save_config(load_config("tiny"), str(tmp_path))
+    assert "does not read as JSON" in capsys.readouterr().err
+    assert saved(tmp_path)["batch_size"] == load_config("tiny").batch_size
