@@ -24,7 +24,7 @@ NUM_CLASSES = 4
 
 
 def _small_backbone(name="small_backbone"):
-    """Two convolutions with BatchNorm, pooled: a backbone that trains in seconds on a CPU."""
+    """Two convolutions with BatchNorm, pooled: a backbone small enough to train in a CPU test."""
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
     x = keras.layers.BatchNormalization()(x)

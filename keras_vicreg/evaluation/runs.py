@@ -77,7 +77,7 @@ def default_config():
 
 
 def shrink_for_local_run(config):
-    """Makes a config a seconds-long smoke run on a CPU (point `dataset` at a small folder)."""
+    """Makes a config a smoke run small enough for a CPU (point `dataset` at a small folder)."""
     config.image_size = 16
     config.batch_size = 8
     config.epochs = 1

@@ -12,6 +12,7 @@ On one device, on JAX (one SPMD program over the global batch) and on PyTorch, b
 import inspect
 
 import keras
+import tensorflow as tf
 
 from keras_vicreg import losses
 
@@ -27,8 +28,6 @@ def _multi_replica_context():
     """The TensorFlow replica context when inside one with several replicas, else None."""
     if keras.backend.backend() != "tensorflow":
         return None
-    import tensorflow as tf
-
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return None
@@ -53,8 +52,6 @@ def cross_replica_gather(z):
     context = _multi_replica_context()
     if context is None:
         return z
-    import tensorflow as tf
-
     replicas = context.num_replicas_in_sync
 
     @tf.custom_gradient
@@ -103,8 +100,6 @@ def global_batch_vicreg_loss(z_a, z_b, **options):
     context = _multi_replica_context()
     if context is None:
         return losses.vicreg_loss(z_a, z_b, **options)
-    import tensorflow as tf
-
     unknown = set(options) - set(_VICREG_DEFAULTS)
     if unknown:
         raise ValueError(
