@@ -1,4 +1,9 @@
-"""The VICReg model: a backbone and an expander trained with the VICReg loss on pairs of views."""
+"""The VICReg model: a backbone and an expander trained with the VICReg loss on pairs of views.
+
+The model holds its forward pass, its loss terms and its config. Beside it: `branches` (checking,
+copying and feeding the two branches, the momentum encoder), `global_batch` (the loss over every
+replica's rows) and `steps` (the thin train step of each backend, which `train_step` dispatches to).
+"""
 
 import keras
 from keras import ops
@@ -7,7 +12,7 @@ from keras_vicreg import losses
 from keras_vicreg.models import branches
 from keras_vicreg.models import global_batch
 from keras_vicreg.models import steps
-from keras_vicreg.models.branches import unpack_views  # noqa: F401  (its 0.1 path)
+from keras_vicreg.models.branches import unpack_views  # noqa: F401  (0.1: keras_vicreg.model)
 from keras_vicreg.models.expander import build_expander
 
 _TERMS = ("loss", "invariance", "variance", "covariance", "std")
