@@ -25,7 +25,7 @@ MOVED = {
     "keras_vicreg.optimizers": "keras_vicreg.training.optimizers",
     "keras_vicreg.schedules": "keras_vicreg.training.schedules",
     "keras_vicreg.summaries": "keras_vicreg.training.summaries",
-    "keras_vicreg.train_steps": "keras_vicreg.training.steps",
+    "keras_vicreg.train_steps": "keras_vicreg.models.steps",
     "keras_vicreg.pretrain_config": "keras_vicreg.config.pretraining",
     "keras_vicreg.batch_norm": "keras_vicreg.experimental.cpu.batch_norm",
     "keras_vicreg.conv": "keras_vicreg.experimental.cpu.conv",

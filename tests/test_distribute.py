@@ -328,7 +328,7 @@ def _tensorflow_check():
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from keras_vicreg.training.steps import tensorflow_steps
+    from keras_vicreg.models.steps import tensorflow_steps
 
     strategy = distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     report = {"gather": _tensorflow_gather_check(tf, strategy)}

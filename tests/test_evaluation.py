@@ -24,7 +24,7 @@ NUM_CLASSES = 4
 
 
 def _small_backbone(name="small_backbone"):
-    """Two convolutions with BatchNorm, pooled: a backbone that trains in seconds on a CPU."""
+    """Two convolutions with BatchNorm, pooled: a backbone small enough to train in a CPU test."""
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
     x = keras.layers.BatchNormalization()(x)
@@ -463,3 +463,23 @@ def test_evaluation_trainers_write_results_and_tensorboard(tiny_pretrained, tmp_
     assert record["backbone"] == str(backbone_path) and record["num_classes"] == 3
     assert 0 <= record["results"]["top1"] <= record["results"]["top5"] <= 100
     assert os.listdir(tmp_path / "tensorboard")
+
+
+@pytest.mark.parametrize("trainer", ["linear_eval", "knn_eval", "finetune"])
+def test_evaluation_trainers_refuse_stray_arguments_and_missing_flags_with_a_usage_error(
+        tmp_path, trainer):
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", f"trainers.{trainer}", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        return done.returncode, done.stdout + done.stderr
+
+    flags = ["--config=configs/linear_eval_imagenet.py:runlocal", "--backbone=unused.keras",
+             f"--workdir={tmp_path}"]
+    status, output = run("stray", *flags)
+    assert status in (1, 2) and "Traceback" not in output, output[-3000:]
+    assert "Unexpected arguments: ['stray']" in output
+    status, output = run(f"--workdir={tmp_path}")
+    assert status in (1, 2) and "Traceback" not in output, output[-3000:]
+    assert "Flag --backbone must have a value other than None" in output
+    assert "Flag --config must have a value other than None" in output
+    assert not os.listdir(tmp_path)

@@ -27,8 +27,11 @@ import json
 import os
 
 import keras
+import ml_collections
+import tensorflow as tf
 
 from keras_vicreg import export
+from keras_vicreg.data import transforms
 from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet
 from keras_vicreg.models.vicreg import VICReg
 from keras_vicreg.evaluation import data
@@ -45,10 +48,6 @@ def default_config():
     Returns:
         An unlocked `ml_collections.ConfigDict`; a file of `configs/` sets its recipe on it.
     """
-    import ml_collections
-
-    from keras_vicreg.data import transforms
-
     config = ml_collections.ConfigDict()
     config.dataset = "imagenet2012"
     config.train_split = "train"
@@ -78,7 +77,7 @@ def default_config():
 
 
 def shrink_for_local_run(config):
-    """Makes a config a seconds-long smoke run on a CPU (point `dataset` at a small folder)."""
+    """Makes a config a smoke run small enough for a CPU (point `dataset` at a small folder)."""
     config.image_size = 16
     config.batch_size = 8
     config.epochs = 1
@@ -273,8 +272,6 @@ def _feature_extractor(config, backbone_path):
     """Images -> features: a SavedModel's `serve_features` (any backend), else the backbone."""
     path = os.fspath(backbone_path)
     if export.is_exported(path):
-        import tensorflow as tf
-
         loaded = tf.saved_model.load(path)  # the closure keeps it, and so its variables, alive
         return lambda images: loaded.serve_features(tf.convert_to_tensor(images)).numpy()
     return load_backbone(path, image_size=config.image_size, depth=config.backbone_depth,
@@ -282,8 +279,6 @@ def _feature_extractor(config, backbone_path):
 
 
 def _write_scalars(logdir, scalars):
-    import tensorflow as tf
-
     with tf.summary.create_file_writer(logdir).as_default():
         for name, value in scalars.items():
             tf.summary.scalar(name, value, step=0)

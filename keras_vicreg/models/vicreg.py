@@ -1,11 +1,18 @@
-"""The VICReg model: a backbone and an expander trained with the VICReg loss on pairs of views."""
+"""The VICReg model: a backbone and an expander trained with the VICReg loss on pairs of views.
+
+The model holds its forward pass, its loss terms and its config. Beside it: `branches` (checking,
+copying and feeding the two branches, the momentum encoder), `global_batch` (the loss over every
+replica's rows) and `steps` (the thin train step of each backend, which `train_step` dispatches to).
+"""
 
 import keras
 from keras import ops
 
-from keras_vicreg.training import distribute
 from keras_vicreg import losses
-from keras_vicreg.training import steps
+from keras_vicreg.models import branches
+from keras_vicreg.models import global_batch
+from keras_vicreg.models import steps
+from keras_vicreg.models.branches import unpack_views  # noqa: F401  (0.1: keras_vicreg.model)
 from keras_vicreg.models.expander import build_expander
 
 _TERMS = ("loss", "invariance", "variance", "covariance", "std")
@@ -92,9 +99,9 @@ class VICReg(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_layer("backbone", backbone)
+        branches.check_layer("backbone", backbone)
         if backbone_b is not None:
-            _check_layer("backbone_b", backbone_b)
+            branches.check_layer("backbone_b", backbone_b)
         if expander_b is not None and backbone_b is None:
             raise ValueError(
                 "`expander_b` is the expander of branch b's own backbone: give `backbone_b` too, "
@@ -130,9 +137,9 @@ class VICReg(keras.Model):
         self._own_expander_b = expander_b is not None
         self.momentum = momentum
         if momentum is not None:
-            backbone_b = _fresh_copy(backbone, f"{backbone.name}_momentum")
+            backbone_b = branches.fresh_copy(backbone, f"{backbone.name}_momentum")
         if backbone_b is not None and expander_b is None:
-            expander_b = expander if isinstance(expander, str) else _fresh_copy(expander)
+            expander_b = expander if isinstance(expander, str) else branches.fresh_copy(expander)
         self.backbone_b = backbone_b
         self.expander_b = (
             None if expander_b is None else self._make_expander(expander_b, "expander_b")
@@ -150,8 +157,8 @@ class VICReg(keras.Model):
         )
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _TERMS}
-        shape_a = _declared_input_shape(backbone)
-        shape_b = None if backbone_b is None else _declared_input_shape(backbone_b)
+        shape_a = branches.declared_input_shape(backbone)
+        shape_b = None if backbone_b is None else branches.declared_input_shape(backbone_b)
         if shape_a and (backbone_b is None or shape_b):
             self.build(shape_a if backbone_b is None else (shape_a, shape_b))
 
@@ -171,7 +178,7 @@ class VICReg(keras.Model):
     def build(self, input_shape):
         """Builds both branches (and the predictor) from one input shape or a pair of them."""
         shape_a, shape_b = input_shape, None
-        if _is_shape_pair(input_shape):
+        if branches.is_shape_pair(input_shape):
             shape_a, shape_b = input_shape  # two views, or branch a's and branch b's inputs
         z_shape = self._build_branch(self.backbone, self.expander, shape_a)
         z_b_shape = z_shape
@@ -179,7 +186,7 @@ class VICReg(keras.Model):
             if shape_b is None:
                 shape_b = (
                     shape_a if self.momentum is not None
-                    else _declared_input_shape(self.backbone_b)
+                    else branches.declared_input_shape(self.backbone_b)
                 )
             if shape_b is None:
                 raise ValueError(
@@ -198,7 +205,7 @@ class VICReg(keras.Model):
                 f"agree. Received: widths {z_shape[-1]} and {z_b_shape[-1]}"
             )
         if self.momentum is not None:
-            self._init_momentum_encoder()
+            branches.init_momentum_encoder(self)
         self.built = True
 
     def _build_branch(self, backbone, expander, input_shape):
@@ -253,7 +260,7 @@ class VICReg(keras.Model):
             on TensorFlow, `export`.
         """
         backbone, expander = self._branch(branch)
-        shape = _declared_input_shape(backbone)
+        shape = branches.declared_input_shape(backbone)
         if not shape:
             raise ValueError(
                 "Exporting a branch needs a backbone with a declared input (a functional "
@@ -277,16 +284,16 @@ class VICReg(keras.Model):
         return self.branch_model("b")
 
     def gather_embeddings(self, z):
-        """The embeddings of the global batch (`keras_vicreg.training.distribute.cross_replica_gather`).
+        """The embeddings of the global batch (`global_batch.cross_replica_gather`).
 
         Under a multi-replica TensorFlow strategy, this replica's rows gathered with every other
         replica's; `z` itself otherwise (one device, or JAX's SPMD program on the global batch).
         """
-        return distribute.cross_replica_gather(z)
+        return global_batch.cross_replica_gather(z)
 
     def compute_terms(self, data, training=False):
         """The loss terms and the embeddings' std for a pair of views; backend-neutral."""
-        view_a, view_b = unpack_views(data)
+        view_a, view_b = branches.unpack_views(data)
         z_a = self.embed(view_a, training=training)
         if self.predictor is not None:
             z_a = self.predictor(z_a, training=training)
@@ -295,12 +302,12 @@ class VICReg(keras.Model):
             z_b = ops.stop_gradient(z_b)
         z_a = self.gather_embeddings(z_a)
         z_b = self.gather_embeddings(z_b)
-        terms = distribute.global_batch_vicreg_loss(z_a, z_b, **self.loss_options)
+        terms = global_batch.global_batch_vicreg_loss(z_a, z_b, **self.loss_options)
         terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
         return terms
 
     # ----------------------------------------------------------------------------------------------
-    # Training: one thin step per backend (keras_vicreg.training.steps), all built on compute_terms.
+    # Training: one thin step per backend (keras_vicreg.models.steps), all built on compute_terms.
 
     def train_step(self, *args):
         return steps.backend_steps().train_step(self, *args)
@@ -314,32 +321,8 @@ class VICReg(keras.Model):
         Called by every backend's `train_step` right after the optimizer step (a no-op without
         `momentum`); backend-neutral, so that JAX's stateless step records the new values.
         """
-        if self.momentum is None:
-            return
-        for online, target in self._momentum_pairs(trainable_only=True):
-            target.assign(self.momentum * target.value + (1.0 - self.momentum) * online.value)
-
-    def _momentum_pairs(self, trainable_only):
-        """(branch a variable, momentum encoder variable) pairs, in the same layer order."""
-        online = self.backbone.weights + self.expander.weights
-        target = self.backbone_b.weights + self.expander_b.weights
-        return [
-            (a, b) for a, b in zip(online, target) if a.trainable or not trainable_only
-        ]
-
-    def _init_momentum_encoder(self):
-        """Starts the momentum encoder at branch a's weights and makes it non-trainable."""
-        for online, target in self._momentum_pairs(trainable_only=False):
-            if tuple(online.shape) != tuple(target.shape):
-                raise ValueError(
-                    "The momentum encoder must mirror branch a variable for variable. Received: "
-                    f"{online.path} of shape {online.shape} against {target.path} of shape "
-                    f"{target.shape}"
-                )
-            target.assign(ops.copy(online.value))  # a new buffer: JAX donates each once
-            # Per variable, not per layer: a non-trainable layer would run its BatchNorm in
-            # inference mode, and the momentum encoder uses batch statistics like branch a.
-            target.trainable = False
+        if self.momentum is not None:
+            branches.update_momentum_encoder(self)
 
     @property
     def metrics(self):
@@ -387,49 +370,3 @@ class VICReg(keras.Model):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
-
-def _check_layer(arg, layer):
-    if not isinstance(layer, keras.layers.Layer):
-        raise ValueError(
-            f"`{arg}` must be a keras.Model or keras layer mapping inputs to features. "
-            f"Received: {arg}={layer!r}"
-        )
-
-
-def _declared_input_shape(layer):
-    """The input shape of a functional model built from `keras.Input`, else None."""
-    inputs = getattr(layer, "inputs", None)
-    return tuple(inputs[0].shape) if inputs else None
-
-
-def _is_shape_pair(shape):
-    return (
-        isinstance(shape, (tuple, list))
-        and len(shape) == 2
-        and all(isinstance(part, (tuple, list)) for part in shape)
-    )
-
-
-def _fresh_copy(layer, name=None):
-    """A layer of the same configuration as `layer`, with new weights."""
-    config = keras.saving.serialize_keras_object(layer)
-    if name is not None:
-        config["config"]["name"] = name
-    return keras.saving.deserialize_keras_object(config)
-
-
-def unpack_views(data):
-    """Returns (view_a, view_b) from a batch of pairs, with a clear error for anything else."""
-    if isinstance(data, (tuple, list)) and len(data) == 3 and data[1] is None and data[2] is None:
-        data = data[0]  # train_on_batch passes (x, y, sample_weight)
-    if isinstance(data, (tuple, list)) and len(data) == 1:
-        data = data[0]  # Keras wraps x alone as (x,)
-    if isinstance(data, dict) and {"view_a", "view_b"} <= set(data):
-        return data["view_a"], data["view_b"]
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    raise ValueError(
-        "VICReg trains on pairs of views: give `fit` a dataset of (view_a, view_b) batches "
-        "(see keras_vicreg.data). Received: a batch of structure "
-        f"{keras.tree.map_structure(lambda t: tuple(getattr(t, 'shape', ())), data)}"
-    )

@@ -1,8 +1,8 @@
 """TensorFlow: gradients from a `tf.GradientTape` around the backend-neutral forward pass.
 
 Under a `tf.distribute` strategy with several replicas, `compute_terms` gathers the embeddings and
-returns, on every replica, the terms of the global batch (`keras_vicreg.training.distribute`). The gradient
-of the gather sums every replica's gradient before each replica keeps its own rows, so each
+returns, on every replica, the terms of the global batch (`keras_vicreg.models.global_batch`). The
+gradient of the gather sums every replica's gradient before each replica keeps its own rows, so each
 replica's gradient of the loss is `replicas` times its share of the global gradient; the loss is
 divided by the number of replicas, and the sum that the optimizer takes across replicas
 (Keras >= 3.3) is then the single-device gradient of the global-batch loss.
