@@ -11,7 +11,7 @@ from keras_vicreg.data.labelled import labelled_dataset
 from keras_vicreg.data.labelled import labelled_view
 from keras_vicreg.data.labels import LabelSpec
 from keras_vicreg.data.labels import label_spec
-from keras_vicreg.data.labels import source_label_spec
+from keras_vicreg.data.labels import load_labelled
 from keras_vicreg.data.pretraining import encoded_two_views
 from keras_vicreg.data.pretraining import two_view_dataset
 from keras_vicreg.data.sources import DATASETS

@@ -12,8 +12,8 @@ released linear evaluation's (facebookresearch/vicreg `evaluate.py`, torchvision
 
 Every resize is bilinear and antialiased, as PIL's. Sources: tfds names (any image classification
 dataset, multi-label ones too, see `labels.LabelSpec`), folders, `tf.data.Dataset`s, and pairs
-`(images, labels)` of arrays in memory, whose evaluation batches are each cropped and resized at once
-(`batching.choose_route`).
+`(images, labels)` of arrays in memory, whose evaluation batches are each cropped and resized at
+once (`batching.choose_route`).
 """
 
 import dataclasses
@@ -50,7 +50,7 @@ def _evaluation_view(view, train):
 
 def labelled_view(image_size, mean=transforms.IMAGENET_MEAN, std=transforms.IMAGENET_STD, *,
                   crop_scale=(0.08, 1.0), crop_ratio=(3.0 / 4.0, 4.0 / 3.0)):
-    """The `ViewAugmentation` of labelled images of a size and normalisation, for `labelled_dataset`.
+    """The `ViewAugmentation` of labelled images of a size and normalisation (`labelled_dataset`).
 
     Args:
         image_size: the side of the square images.
@@ -179,7 +179,7 @@ def labelled_dataset(
         split: default: the dataset's labelled training split with `train`, else its evaluation
             split ("validation" for ImageNet, "test" for CIFAR); tfds names outside `DATASETS`
             need it.
-        crop_fraction: the centre crop's side as a fraction of the shorter side (`1 / resize_ratio`).
+        crop_fraction: the centre crop's side over the shorter side (`1 / resize_ratio`).
         percent: read only the first `percent`% of the split (tfds names and folders; not
             class-balanced).
         seed: the seed of the shuffle and augmentation; None draws one.

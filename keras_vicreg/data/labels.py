@@ -1,4 +1,4 @@
-"""Where a labelled dataset keeps its images and class labels: `LabelSpec`, found from tfds features.
+"""Where a labelled dataset keeps its images and class labels: `LabelSpec`, from tfds features.
 
 Linear evaluation, fine-tuning and kNN need an image classification dataset: one image and a class
 label, or a sequence of class labels for multi-label datasets (VOC 2007), evaluated with mean
@@ -86,21 +86,40 @@ def label_spec(features, label_key=None):
     return LabelSpec(images[0], label_key, num_classes, multi_label)
 
 
-def source_label_spec(source, *, label_key=None, data_dir=None, manual_dir=None, download=True):
-    """The `LabelSpec` of a tfds name or a folder (`label_spec` of its builder's features).
+def load_labelled(source, split, *, data_dir=None, label_key=None, percent=None,
+                  shuffle_files=False, seed=None):
+    """A split of a prepared tfds image classification dataset (or a folder), and its `LabelSpec`.
+
+    For the evaluation binaries, which read datasets prepared beforehand (`tfds build`): nothing is
+    downloaded or prepared here, unlike `labelled_dataset` of a name. Give the result to
+    `labelled_dataset(dataset, ..., label_spec=spec)`.
 
     Args:
-        source: a tfds name (any image classification dataset, e.g. "voc/2007") or a folder.
+        source: a tfds name, e.g. "imagenet2012", "imagenet2012_subset/1pct", "places365_small",
+            "voc/2007" (multi-label), "i_naturalist2018"; or a directory of
+            `<split>/<class>/<image>` files (`tfds.ImageFolder`).
+        split: the split, e.g. "train" or "validation"; "a+b" joins splits of a tfds dataset.
+        data_dir: where tfds keeps prepared datasets.
         label_key: see `label_spec`.
-        data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
+        percent: keep the first `percent`% of the split (not class-balanced).
+        shuffle_files: shuffle tfds' files (seeded by `seed`).
+
+    Returns:
+        (dataset of feature dicts with decoded images, `LabelSpec`).
     """
-    if sources.is_folder(source):
-        builder = sources.image_folder(source)
-    else:
-        builder = sources.load_builder(
-            source, data_dir=data_dir, manual_dir=manual_dir, download=download
-        )
-    return label_spec(builder.info.features, label_key)
+    check_percent(percent)
+    folder = sources.is_folder(source)
+    builder = sources.image_folder(source) if folder else tfds.builder(source, data_dir=data_dir)
+    spec = label_spec(builder.info.features, label_key)
+    dataset = builder.as_dataset(
+        split=percent_split(source, split, percent),
+        shuffle_files=shuffle_files and not folder,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
+    if percent is not None and folder:  # tfds.ImageFolder has no split slicing
+        count = builder.info.splits[split].num_examples
+        dataset = dataset.take(max(1, int(count * percent / 100)))
+    return dataset, spec
 
 
 def check_percent(percent):

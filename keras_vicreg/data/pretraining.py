@@ -7,10 +7,11 @@
 
 Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
 once per batch (`transforms.apply_view_params_batch`): in tf.data an op costs about as much per call
-as a small image's arithmetic. `batching.choose_route` picks how: images in memory skip the per-image
-map altogether (`transforms.batch_two_views` on gathered batches, random draws per batch), and views
-over `batching.BATCH_AUGMENT_MAX_PIXELS` are augmented whole per image, as batches of one, where the
-arithmetic dominates and a batch's tensors would outgrow the CPU's caches.
+as a small image's arithmetic. `batching.choose_route` picks how: images in memory skip the
+per-image map altogether (`transforms.batch_two_views` on gathered batches, random draws per
+batch), and views over `batching.BATCH_AUGMENT_MAX_PIXELS` are augmented whole per image, as
+batches of one, where the arithmetic dominates and a batch's tensors would outgrow the CPU's
+caches.
 """
 
 import tensorflow as tf

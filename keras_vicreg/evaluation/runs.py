@@ -144,17 +144,20 @@ def labelled_splits(config, backbone_path, data_dir=None, *, train_augmented=Tru
     `1 / resize_ratio` (an exported SavedModel's own, else the config's).
     """
     image_size, resize_ratio, mean, std = preprocessing(config, backbone_path)
-    spec = data.source_label_spec(config.dataset, label_key=config.label_key or None,
-                                  data_dir=data_dir)
+    label_key = config.label_key or None
+    train, spec = data.load_labelled(
+        config.dataset, config.train_split, data_dir=data_dir, label_key=label_key,
+        percent=config.train_percent or None, shuffle_files=train_augmented, seed=config.seed,
+    )
+    val, _ = data.load_labelled(config.dataset, config.val_split, data_dir=data_dir,
+                                label_key=label_key)
     common = dict(augmentation=data.labelled_view(image_size, mean, std),
                   crop_fraction=1.0 / resize_ratio, batch_size=config.batch_size,
-                  seed=config.seed, label_spec=spec, data_dir=data_dir)
-    train = data.labelled_dataset(
-        config.dataset, train=train_augmented, split=config.train_split,
-        percent=config.train_percent or None, shuffle_buffer=config.shuffle_buffer,
-        **common,
-    )
-    val = data.labelled_dataset(config.dataset, train=False, split=config.val_split, **common)
+                  seed=config.seed, label_spec=spec)
+    shuffle_buffer = config.shuffle_buffer if train_augmented else 0
+    train = data.labelled_dataset(train, train=train_augmented, shuffle_buffer=shuffle_buffer,
+                                  **common)
+    val = data.labelled_dataset(val, train=False, **common)
     return train, val, spec
 
 

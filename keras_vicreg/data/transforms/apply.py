@@ -61,7 +61,8 @@ def apply_view_params_batch(images, params, view):
         else:
             planes = blur_fn(planes, params.blur_sigma)
     if view.solarize_prob > 0:
-        threshold = tf.where(params.solarize, presets.SOLARIZE_THRESHOLD, 2.0)  # 2: nothing inverted
+        # 2: nothing inverted
+        threshold = tf.where(params.solarize, presets.SOLARIZE_THRESHOLD, 2.0)
         planes = colour.solarize(planes, planes_lib.per_image(threshold))
     return tf.transpose(colour.normalize(planes, view.mean, view.std), [1, 2, 3, 0])
 
@@ -101,7 +102,9 @@ def augment_view(image, seed, view):
         float32 tensor of shape (image_size, image_size, channels), normalised.
     """
     crop_seed, params_seed = draws.split_view_seed(seed)
-    window = geometry.sample_crop_window(tf.shape(image), crop_seed, view.crop_scale, view.crop_ratio)
+    window = geometry.sample_crop_window(
+        tf.shape(image), crop_seed, view.crop_scale, view.crop_ratio
+    )
     return augment_crop(geometry.crop_to_window(image, window), params_seed, view)
 
 

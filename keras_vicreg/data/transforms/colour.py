@@ -75,7 +75,9 @@ def adjust_hue(planes, delta):
     hue = planes_lib.select(
         tf.equal(high, red),
         (green - blue) * inverse,
-        planes_lib.select(tf.equal(high, green), (blue - red) * inverse + 2.0, (red - green) * inverse + 4.0),
+        planes_lib.select(
+            tf.equal(high, green), (blue - red) * inverse + 2.0, (red - green) * inverse + 4.0
+        ),
     )
     hue += 6.0 * delta[:, None, None]
     channels = []

@@ -142,7 +142,8 @@ def convert_channels(image, channels):
     if have == 1 and channels == 3:
         return tf.tile(image, [1] * (len(image.shape) - 1) + [3])
     if have != 1 and channels == 1:
-        return tf.tensordot(image, tf.constant(presets.LUMA, image.dtype), axes=[[-1], [0]])[..., None]
+        luma = tf.constant(presets.LUMA, image.dtype)
+        return tf.tensordot(image, luma, axes=[[-1], [0]])[..., None]
     return image
 
 
@@ -218,8 +219,8 @@ def resize_windows(images, windows, view):
     """
     if view.interpolation not in BATCH_RESIZE_INTERPOLATIONS or view.antialias:
         raise ValueError(
-            "Batches are resized bilinearly or bicubically without antialiasing; resize other views "
-            "image by image (`resize_crop`). Received: "
+            "Batches are resized bilinearly or bicubically without antialiasing; resize other "
+            "views image by image (`resize_crop`). Received: "
             f"interpolation={view.interpolation!r}, antialias={view.antialias}"
         )
     if len(images.shape) != 4 or None in images.shape[1:]:
