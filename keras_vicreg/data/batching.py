@@ -120,7 +120,7 @@ def map_and_batch(
     `[a draw of tf.data.Dataset.random(seed), pipeline_id]`, new each epoch. Elements whose map
     fails are skipped: a skip shows as a gap in the element index of the next batch, counted in a
     warning on stderr then, so skips after an epoch's last batch (or in its dropped remainder) go
-    uncounted.
+    uncounted. Decoded images of a known count keep their batch count (`_known_batch_count`).
     """
     if route not in ("per_batch", "per_image"):
         raise ValueError(
@@ -134,6 +134,8 @@ def map_and_batch(
         return index, (parts if batched else on_one(per_batch, parts))
 
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).enumerate()
+    count = int(dataset.cardinality())
+    decoded = tf.nest.flatten(dataset.element_spec)[0].dtype != tf.string
     dataset = tf.data.Dataset.zip(dataset, seeds)
     dataset = dataset.map(indexed, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.ignore_errors(log_warning=True)
@@ -143,7 +145,19 @@ def map_and_batch(
     dataset = dataset.scan(initial, _count_skipped)
     if batched:
         dataset = dataset.map(per_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return dataset
+    return _known_batch_count(dataset, count, decoded, batch_size, drop_remainder)
+
+
+def _known_batch_count(dataset, count, decoded, batch_size, drop_remainder):
+    """Restores the batch count that `ignore_errors` and `scan` hide, where no image can be skipped.
+
+    Decoded images cannot fail to decode: from a source of known size, their batch count is known,
+    which training loops need for their schedules (`steps_per_epoch`). Encoded ones may be skipped.
+    """
+    if not decoded or count < 0:
+        return dataset
+    batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def resolve(
