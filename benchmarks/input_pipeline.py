@@ -14,12 +14,12 @@ Prints a markdown table; the rounds alternate between the pipelines and the best
 CPU time per pair (all threads, or all worker processes) is shown too: on a machine shared with
 other work it is steadier than the rates.
 
-`--in-memory PRESET` times `two_view_dataset` alone on uint8 images held in memory, as the
-Fashion-MNIST demo feeds it: Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels
-(from tfds if prepared, else random), random 32x32x3 images for "small", random 256x320x3 for
-"imagenet" at 224; shuffle buffer 60,000. It prints the CPU time (all threads) and wall time per
-batch, with the augmentation run per batch (the default for views up to
-`BATCH_AUGMENT_MAX_PIXELS`) and per image, alternately.
+`--in-memory PRESET` times `two_view_dataset` alone on uint8 images held in memory:
+Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels (from tfds if prepared, else
+random), random 32x32x3 images for "small", random 256x320x3 for "imagenet" at 224; shuffle buffer
+60,000. It prints the CPU time (all threads) and wall time per batch of each route of
+`keras_vicreg.data.batching.choose_route`: the array itself (the demo's route), and a
+`tf.data.Dataset` of its images augmented per batch or wholly per image, in turn.
 """
 
 import argparse
@@ -198,28 +198,31 @@ def in_memory_images(preset):
     return images, "random uint8 images"
 
 
-def bench_in_memory(images, preset, batch_size, batches, per_image):
+def bench_in_memory(images, preset, batch_size, batches, route):
     """(CPU ms, wall ms) per batch of `two_view_dataset` on in-memory images, after 5 warm-up.
 
-    `per_image` augments every view inside the per-image map, as batches of one (as before the
-    per-batch augmentation), instead of per batch.
+    `route` is one of `keras_vicreg.data.batching.ROUTES`: "in_memory" passes the array itself (the
+    demo's route), "per_batch" and "per_image" a `tf.data.Dataset` of its images, augmented per
+    batch or wholly per image.
     """
     import tensorflow as tf
 
+    from keras_vicreg.data import batching
+    from keras_vicreg.data import pretraining
     from keras_vicreg.data import transforms
-    from keras_vicreg.data import pipeline
 
     augmentation = transforms.get_augmentation(preset, _IN_MEMORY[preset][1])
-    default = pipeline.BATCH_AUGMENT_MAX_PIXELS
-    pipeline.BATCH_AUGMENT_MAX_PIXELS = 0 if per_image else default
-    pairs = pipeline.two_view_dataset(
-        tf.data.Dataset.from_tensor_slices(images),
+    default = batching.BATCH_AUGMENT_MAX_PIXELS
+    batching.BATCH_AUGMENT_MAX_PIXELS = 0 if route == "per_image" else default
+    host = tf.convert_to_tensor(images)
+    pairs = pretraining.two_view_dataset(
+        host if route == "in_memory" else tf.data.Dataset.from_tensor_slices(host),
         batch_size,
         augmentation=augmentation,
         seed=0,
         shuffle_buffer=60000,
     )
-    pipeline.BATCH_AUGMENT_MAX_PIXELS = default
+    batching.BATCH_AUGMENT_MAX_PIXELS = default
     iterator = iter(pairs.repeat())
     for _ in range(5):  # warm-up: tracing, thread pools, autotuning, the shuffle buffer
         next(iterator)
@@ -236,16 +239,15 @@ def main_in_memory(args):
         f"{args.in_memory} preset on {len(images)} {what} of {images.shape[1:]}, batch "
         f"{args.batch_size}; load average {os.getloadavg()[0]:.1f} before the runs"
     )
-    print("\n| round | augmented | CPU ms per batch | wall ms per batch | CPU ms per pair |")
+    print("\n| round | route | CPU ms per batch | wall ms per batch | CPU ms per pair |")
     print("|---|---|---|---|---|")
     for round_ in range(args.rounds):
-        for per_image in (False, True):
+        for route in ("in_memory", "per_batch", "per_image"):
             cpu, wall = bench_in_memory(
-                images, args.in_memory, args.batch_size, args.batches, per_image
+                images, args.in_memory, args.batch_size, args.batches, route
             )
-            where = "per image" if per_image else "per batch (default)"
             print(
-                f"| {round_ + 1} | {where} | {cpu:.1f} | {wall:.1f} | "
+                f"| {round_ + 1} | {route} | {cpu:.1f} | {wall:.1f} | "
                 f"{cpu / args.batch_size:.3f} |"
             )
 

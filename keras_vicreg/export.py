@@ -4,7 +4,7 @@ The SavedModel has two signatures:
 
 - `serve`: raw uint8 images (batch, height, width, 3) of any size. Inside the graph they are resized
   so that the shorter side is `image_size * resize_ratio`, centre-cropped to `image_size`, scaled to
-  [0, 1] and normalised (`keras_vicreg.evaluation.data.eval_preprocess`), then embedded.
+  [0, 1] and normalised (`keras_vicreg.data.centre_crop_preprocess`), then embedded.
 - `serve_features`: already preprocessed float32 images (batch, image_size, image_size, channels).
 
 Both return the pooled features (batch, feature_width). `serving_default` is `serve_features`.
@@ -72,7 +72,7 @@ def export_backbone(
     """
     import tensorflow as tf
 
-    from keras_vicreg.evaluation.data import eval_preprocess
+    from keras_vicreg.data.labelled import centre_crop_preprocess
 
     _check_backend()
     backbone = _pooled_backbone(backbone)
@@ -100,7 +100,7 @@ def export_backbone(
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, channels), tf.uint8)])
     def serve(images):
-        images = eval_preprocess(images, image_size, resize_ratio, mean, std)
+        images = centre_crop_preprocess(images, image_size, 1.0 / resize_ratio, mean, std)
         return serve_features(tf.ensure_shape(images, (None, image_size, image_size, channels)))
 
     serve.get_concrete_function()

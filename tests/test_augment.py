@@ -143,7 +143,7 @@ def test_crop_windows_of_several_views_are_each_view_s_window():
     scales, ratios = [(0.08, 1.0), (0.5, 0.9), (0.2, 1.0)], [(0.75, 4 / 3), (1.0, 2.0), (0.1, 0.2)]
     for index, shape in enumerate([(40, 60, 3), (300, 200, 3), (7, 5, 1), (10, 1000, 3)]):
         seeds = [tf.constant([index, view]) for view in range(3)]
-        draws = tf.stack([tf.random.stateless_uniform([transforms.CROP_DRAWS], s) for s in seeds])
+        draws = transforms.sample_crop_draws(seeds)
         windows = transforms.crop_windows(shape, draws, scales, ratios)
         for seed, scale, ratio, window in zip(seeds, scales, ratios, windows):
             np.testing.assert_array_equal(
@@ -153,7 +153,7 @@ def test_crop_windows_of_several_views_are_each_view_s_window():
 
 def _param_rates(view, seeds):
     params = tf.data.Dataset.from_tensor_slices(seeds).map(
-        lambda seed: transforms.sample_view_params(seed, view)
+        lambda seed: transforms.sample_view_params(seed, view)._asdict()
     )
     return {key: np.stack(values) for key, values in _stack_dicts(params).items()}
 
@@ -194,7 +194,7 @@ def test_random_choices_are_the_same_eagerly_and_in_tf_data():
     in_dataset = _param_rates(IMAGENET.view_b, seeds)
     for row, seed in enumerate(seeds):
         eager = transforms.sample_view_params(seed, IMAGENET.view_b)
-        for key, value in eager.items():
+        for key, value in eager._asdict().items():
             np.testing.assert_array_equal(value.numpy(), in_dataset[key][row])
 
 
@@ -305,7 +305,7 @@ def _reference_view(image, params, view):
     """One resized image's view with Python branches, one step at a time: the reference of the
     batched code, which selects and gathers per image (the operations are tested above)."""
     planes = tf.transpose(image, [2, 0, 1])[:, None]  # a batch of one
-    params = {key: value.numpy() for key, value in params.items()}
+    params = {key: value.numpy() for key, value in params._asdict().items()}
     if params["flip"]:
         planes = planes[..., ::-1]
     for op in params["jitter_order"] if params["jitter"] else []:
@@ -330,22 +330,22 @@ def test_batched_views_are_the_views_of_one_image_at_a_time(name):
     count = 8 if view.image_size > 100 else 48
     images = tf.random.stateless_uniform((count,) + transforms.view_shape(view), [count, 1])
     params = [transforms.sample_view_params(seed, view) for seed in _seeds(count)]
-    batch = {key: tf.stack([p[key] for p in params]) for key in params[0]}
+    batch = transforms.stack_draws(params)
     got = transforms.apply_view_params_batch(images, batch, view).numpy()
     for index in range(count):
         want = _reference_view(images[index], params[index], view)
         np.testing.assert_allclose(got[index], want, atol=1e-5)
-        one = {key: value[index : index + 1] for key, value in batch.items()}  # branches instead
+        one = tf.nest.map_structure(lambda value: value[index : index + 1], batch)  # branches
         alone = transforms.apply_view_params_batch(images[index : index + 1], one, view)
         np.testing.assert_allclose(alone[0], want, atol=1e-5)
     for key in ("flip", "jitter", "grayscale", "blur", "solarize"):
         prob = getattr(view, f"{key}_prob")
         if count * min(prob, 1 - prob) >= 3:  # both outcomes are expected, so tested
-            assert 0 < batch[key].numpy().mean() < 1
+            assert 0 < getattr(batch, key).numpy().mean() < 1
 
 
 def test_apply_view_params_batch_rejects_images_of_another_shape():
-    params = transforms.view_params(tf.zeros([2, transforms.VIEW_DRAWS]), IMAGENET.view_a)
+    params = transforms.fixed_view_params(IMAGENET.view_a, 2)
     with pytest.raises(ValueError, match=r"Received: images.shape=\(2, 32, 32, 3\)"):
         transforms.apply_view_params_batch(tf.zeros([2, 32, 32, 3]), params, IMAGENET.view_a)
 
@@ -450,7 +450,7 @@ def test_resize_windows_equals_tf_image_resize_of_each_crop(
         interpolation=interpolation,
     )
     images = np.random.default_rng(0).integers(0, 256, (48, 30, 36, channels_in), np.uint8)
-    draws = tf.random.stateless_uniform([48, transforms.CROP_DRAWS], [3, 4])
+    draws = transforms.sample_batch_crop_draws([3, 4], 48)
     windows = transforms.crop_windows((30, 36), draws, [(0.02, 1.0)], [(0.4, 2.5)])
     batch = transforms.resize_windows(tf.constant(images), windows, view)
     for image, window, resized in zip(images, windows, batch):

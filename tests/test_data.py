@@ -19,7 +19,7 @@ import keras_vicreg
 from keras_vicreg.data import transforms
 from keras_vicreg import data
 from keras_vicreg.data import fashion_mnist
-from keras_vicreg.data import pipeline
+from keras_vicreg.data import batching
 from keras_vicreg.data import sources
 
 SMALL = transforms.get_augmentation("small")
@@ -145,7 +145,7 @@ def test_pipelines_give_the_same_batches_augmented_per_batch_or_per_image(monkey
         ]
 
     per_batch = batches()
-    monkeypatch.setattr(pipeline, "BATCH_AUGMENT_MAX_PIXELS", 0)  # every view per image
+    monkeypatch.setattr(batching, "BATCH_AUGMENT_MAX_PIXELS", 0)  # every view per image
     for got, want in zip(batches(), per_batch):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -469,3 +469,64 @@ def test_arrays_views_follow_the_augmentation():
     assert not np.allclose(view_a, view_b)
     with pytest.raises(ValueError, match="Received: shape"):
         data.two_view_dataset(images[..., 0], 32, augmentation=augmentation)
+
+
+@pytest.mark.parametrize("channels, mean", [(3, transforms.IMAGENET_MEAN), (1, (0.3,))])
+def test_serve_preprocessing_is_the_labelled_pipelines_evaluation_view(channels, mean):
+    std = (0.25,) * len(mean)
+    images = np.random.default_rng(3).integers(0, 256, (5, 37, 45, channels), np.uint8)
+    view = data.labelled_view(24, mean, std)
+    fraction = 24 / 28
+    served = data.centre_crop_preprocess(tf.constant(images), 24, fraction, mean, std).numpy()
+    one_by_one = [data.centre_crop_preprocess(image, 24, fraction, mean, std) for image in images]
+    np.testing.assert_array_equal(served, np.stack(one_by_one))
+    per_image = data.labelled_dataset(tf.data.Dataset.from_tensor_slices((images, np.arange(5))),
+                                      5, augmentation=view, crop_fraction=fraction)
+    per_batch = data.labelled_dataset((images, np.arange(5)), 5, augmentation=view,
+                                      crop_fraction=fraction)
+    for batches in (per_image, per_batch):
+        (got, labels), = list(batches)
+        np.testing.assert_allclose(got, served, atol=1e-6)
+        np.testing.assert_array_equal(labels, np.arange(5))
+
+
+def test_in_memory_views_are_the_per_image_views_of_the_batch_s_draws():
+    # The in-memory route draws a batch's choices from the batch's seed (a draw per image would
+    # cost ops per image, what the route saves); with those draws, each image's views are what the
+    # per-image functions make of it.
+    augmentation = transforms.get_augmentation("small", 20)
+    images = np.random.default_rng(1).integers(0, 256, (12, 30, 26, 3), np.uint8)
+    seed = tf.constant([4, 0], tf.int64)
+    got = transforms.batch_two_views(tf.constant(images), seed, augmentation)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    for views, view, crop_seed, params_seed in zip(
+        got, (augmentation.view_a, augmentation.view_b), seeds[0::2], seeds[1::2]
+    ):
+        crops = transforms.sample_batch_crop_draws(crop_seed, len(images))
+        windows = transforms.crop_windows(images.shape[1:], crops, [view.crop_scale],
+                                          [view.crop_ratio])
+        params = transforms.sample_batch_view_params(params_seed, view, len(images))
+        for index, image in enumerate(images):
+            crop = transforms.crop_to_window(tf.constant(image), windows[index])
+            one = tf.nest.map_structure(lambda value: value[index], params)
+            want = transforms.apply_view_params(crop, one, view)
+            np.testing.assert_allclose(views[index], want, atol=1e-4)
+
+
+def test_in_memory_and_per_image_routes_draw_views_of_the_same_distribution():
+    # Constant-per-column images: a view's mean brightness moves with its crop, flip, jitter and
+    # solarization; both routes must give the same distribution of it.
+    columns = np.linspace(0, 255, 24).astype(np.uint8)
+    images = np.broadcast_to(columns[None, None, :, None], (512, 24, 24, 3)).copy()
+    augmentation = transforms.get_augmentation("small", 16)
+
+    def view_means(source):
+        pairs = data.two_view_dataset(source, 128, augmentation=augmentation, seed=2)
+        return np.concatenate([np.asarray(a).mean(axis=(1, 2, 3)) for a, _ in pairs])
+
+    in_memory = view_means(images)
+    per_image = view_means(tf.data.Dataset.from_tensor_slices(images))
+    assert len(in_memory) == len(per_image) == 512
+    assert not np.allclose(in_memory, per_image)  # other random streams
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert np.quantile(in_memory, q) == pytest.approx(np.quantile(per_image, q), abs=0.15)

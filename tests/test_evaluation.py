@@ -14,7 +14,7 @@ import tensorflow as tf
 import keras_vicreg
 from keras_vicreg.data import transforms
 from keras_vicreg import evaluation
-from keras_vicreg.evaluation import data as eval_data
+from keras_vicreg import data as vicreg_data
 from keras_vicreg.evaluation import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -291,13 +291,13 @@ def test_label_spec_finds_single_and_multi_label_classification():
         "image": features.Image(shape=(None, None, 3)),
         "label": features.ClassLabel(num_classes=7),
     })
-    assert eval_data.label_spec(single) == eval_data.LabelSpec("image", "label", 7, False)
+    assert vicreg_data.label_spec(single) == vicreg_data.LabelSpec("image", "label", 7, False)
     voc_like = features.FeaturesDict({
         "image": features.Image(shape=(None, None, 3)),
         "labels": features.Sequence(features.ClassLabel(num_classes=20)),
         "labels_no_difficult": features.Sequence(features.ClassLabel(num_classes=20)),
     })
-    assert eval_data.label_spec(voc_like) == eval_data.LabelSpec("image", "labels", 20, True)
+    assert vicreg_data.label_spec(voc_like) == vicreg_data.LabelSpec("image", "labels", 20, True)
 
 
 def test_label_spec_rejects_datasets_that_are_not_image_classification():
@@ -307,41 +307,42 @@ def test_label_spec_rejects_datasets_that_are_not_image_classification():
         {"text": features.Text(), "label": features.ClassLabel(num_classes=2)}
     )
     with pytest.raises(ValueError, match="image classification dataset.*Received: features"):
-        eval_data.label_spec(text)
+        vicreg_data.label_spec(text)
     detection = features.FeaturesDict({
         "image": features.Image(shape=(None, None, 3)),
         "objects": features.Sequence({"bbox": features.BBoxFeature()}),
     })
     with pytest.raises(ValueError, match="image classification dataset"):
-        eval_data.label_spec(detection)
+        vicreg_data.label_spec(detection)
 
 
-def test_eval_preprocess_resizes_crops_and_normalises_single_images_and_batches():
+def test_centre_crop_preprocess_resizes_crops_and_normalises_single_images_and_batches():
     image = np.zeros((40, 60, 3), np.uint8)
     image[:, 20:40] = 255  # the centre square of the shorter side
-    out = eval_data.eval_preprocess(tf.constant(image), 16, resize_ratio=2.0, mean=(0.5,) * 3,
-                                    std=(0.5,) * 3).numpy()
+    out = vicreg_data.centre_crop_preprocess(tf.constant(image), 16, crop_fraction=0.5,
+                                             mean=(0.5,) * 3, std=(0.5,) * 3).numpy()
     assert out.shape == (16, 16, 3)
     # 20 of 40 pixels kept around the centre: the white band fills the crop exactly.
     np.testing.assert_allclose(out, 1.0, atol=1e-5)
-    batch = eval_data.eval_preprocess(tf.constant(np.stack([image, image])), 16, 2.0,
-                                      (0.5,) * 3, (0.5,) * 3).numpy()
+    batch = vicreg_data.centre_crop_preprocess(tf.constant(np.stack([image, image])), 16, 0.5,
+                                               (0.5,) * 3, (0.5,) * 3).numpy()
     np.testing.assert_allclose(batch, np.stack([out, out]), atol=1e-6)
 
 
 def test_labelled_dataset_makes_multi_hot_labels_and_augmented_training_crops():
-    spec = eval_data.LabelSpec("image", "labels", 5, multi_label=True)
+    spec = vicreg_data.LabelSpec("image", "labels", 5, multi_label=True)
     examples = tf.data.Dataset.from_tensor_slices({
         "image": np.full((4, 20, 24, 3), 128, np.uint8),
         "labels": tf.ragged.constant([[0, 3], [1], [], [3, 3]]),
     })
     expected = [[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0]]
-    _, labels = next(iter(eval_data.labelled_dataset(
-        examples, spec, image_size=SIZE, batch_size=4, train=False
+    view = vicreg_data.labelled_view(SIZE)
+    _, labels = next(iter(vicreg_data.labelled_dataset(
+        examples, 4, augmentation=view, label_spec=spec, train=False
     )))
     np.testing.assert_array_equal(labels.numpy(), expected)
-    images, labels = next(iter(eval_data.labelled_dataset(
-        examples, spec, image_size=SIZE, batch_size=4, train=True
+    images, labels = next(iter(vicreg_data.labelled_dataset(
+        examples, 4, augmentation=view, label_spec=spec, train=True
     )))
     assert images.shape == (4, SIZE, SIZE, 3)
     grey = (128 / 255 - np.array(transforms.IMAGENET_MEAN)) / np.array(transforms.IMAGENET_STD)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras_vicreg
 from keras_vicreg import export
-from keras_vicreg.evaluation.data import eval_preprocess
+from keras_vicreg.data import centre_crop_preprocess
 
 SIZE = 16
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -78,7 +78,7 @@ def test_serve_preprocesses_raw_uint8_images_of_any_size_inside_the_graph(export
     reloaded = tf.saved_model.load(path)
     for shape in ((2, 30, 45, 3), (1, 17, 16, 3)):
         raw = np.random.default_rng(1).integers(0, 256, size=shape).astype("uint8")
-        preprocessed = eval_preprocess(tf.constant(raw), SIZE, 1.5, MEAN, STD).numpy()
+        preprocessed = centre_crop_preprocess(tf.constant(raw), SIZE, 1 / 1.5, MEAN, STD).numpy()
         expected = keras.ops.convert_to_numpy(backbone(preprocessed, training=False))
         np.testing.assert_allclose(reloaded.serve(tf.constant(raw)).numpy(), expected,
                                    atol=1e-5, rtol=1e-5)
@@ -108,7 +108,8 @@ def test_tfsm_layer_reload_gives_the_same_features(exported):
                              ("serve", (images * 40 + 128).clip(0, 255).astype("uint8"))):
         layer = keras.layers.TFSMLayer(path, call_endpoint=endpoint)
         if endpoint == "serve":
-            inputs_for_backbone = eval_preprocess(tf.constant(inputs), SIZE, 1.5, MEAN, STD)
+            inputs_for_backbone = centre_crop_preprocess(tf.constant(inputs), SIZE, 1 / 1.5, MEAN,
+                                                             STD)
         else:
             inputs_for_backbone = inputs
         expected = backbone(inputs_for_backbone, training=False).numpy()

@@ -1,10 +1,5 @@
 """Evaluation protocols of a pretrained backbone: linear, fine-tuning, transfer, kNN, retrieval."""
 
-from keras_vicreg.evaluation.data import LabelSpec  # noqa: F401
-from keras_vicreg.evaluation.data import eval_preprocess  # noqa: F401
-from keras_vicreg.evaluation.data import label_spec  # noqa: F401
-from keras_vicreg.evaluation.data import labelled_dataset  # noqa: F401
-from keras_vicreg.evaluation.data import load_tfds  # noqa: F401
 from keras_vicreg.evaluation.finetune import finetune  # noqa: F401
 from keras_vicreg.evaluation.finetune import finetune_classifier  # noqa: F401
 from keras_vicreg.evaluation.knn import KNNMonitor  # noqa: F401

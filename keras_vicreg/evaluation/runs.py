@@ -30,11 +30,11 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from keras_vicreg import data
 from keras_vicreg import export
 from keras_vicreg.data import transforms
 from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet
 from keras_vicreg.models.vicreg import VICReg
-from keras_vicreg.evaluation import data
 from keras_vicreg.evaluation import knn as knn_lib
 from keras_vicreg.evaluation import linear
 from keras_vicreg.evaluation.finetune import finetune
@@ -137,22 +137,26 @@ def preprocessing(config, backbone_path):
 
 
 def labelled_splits(config, backbone_path, data_dir=None, *, train_augmented=True):
-    """(train batches, validation batches, `LabelSpec`) of the config's dataset."""
+    """(train batches, validation batches, `data.LabelSpec`) of the config's dataset.
+
+    Both read through `keras_vicreg.data.labelled_dataset`, the centre crop's `crop_fraction` being
+    `1 / resize_ratio` (an exported SavedModel's own, else the config's).
+    """
     image_size, resize_ratio, mean, std = preprocessing(config, backbone_path)
     label_key = config.label_key or None
-    percent = config.train_percent or None
-    train, spec = data.load_tfds(
+    train, spec = data.load_labelled(
         config.dataset, config.train_split, data_dir=data_dir, label_key=label_key,
-        percent=percent, train=train_augmented,
+        percent=config.train_percent or None, shuffle_files=train_augmented, seed=config.seed,
     )
-    val, _ = data.load_tfds(config.dataset, config.val_split, data_dir=data_dir,
-                            label_key=label_key)
-    common = dict(image_size=image_size, resize_ratio=resize_ratio, mean=mean, std=std,
-                  batch_size=config.batch_size, seed=config.seed)
-    train = data.labelled_dataset(
-        train, spec, train=train_augmented, shuffle_buffer=config.shuffle_buffer, **common
-    )
-    val = data.labelled_dataset(val, spec, train=False, **common)
+    val, _ = data.load_labelled(config.dataset, config.val_split, data_dir=data_dir,
+                                label_key=label_key)
+    common = dict(augmentation=data.labelled_view(image_size, mean, std),
+                  crop_fraction=1.0 / resize_ratio, batch_size=config.batch_size,
+                  seed=config.seed, label_spec=spec)
+    shuffle_buffer = config.shuffle_buffer if train_augmented else 0
+    train = data.labelled_dataset(train, train=train_augmented, shuffle_buffer=shuffle_buffer,
+                                  **common)
+    val = data.labelled_dataset(val, train=False, **common)
     return train, val, spec
 
 

@@ -1,42 +1,54 @@
-"""Image augmentations: the presets of VICReg's views, their random draws and the ops."""
+"""Image augmentations of VICReg's views, one concern a module, re-exported here.
 
-from keras_vicreg.data.transforms.augment import IMAGENET_MEAN  # noqa: F401
-from keras_vicreg.data.transforms.augment import IMAGENET_STD  # noqa: F401
-from keras_vicreg.data.transforms.augment import FASHION_MNIST_MEAN  # noqa: F401
-from keras_vicreg.data.transforms.augment import FASHION_MNIST_STD  # noqa: F401
-from keras_vicreg.data.transforms.augment import INTERPOLATIONS  # noqa: F401
-from keras_vicreg.data.transforms.augment import SOLARIZE_THRESHOLD  # noqa: F401
-from keras_vicreg.data.transforms.augment import ViewAugmentation  # noqa: F401
-from keras_vicreg.data.transforms.augment import TwoViewAugmentation  # noqa: F401
-from keras_vicreg.data.transforms.augment import AUGMENTATIONS  # noqa: F401
-from keras_vicreg.data.transforms.augment import get_augmentation  # noqa: F401
-from keras_vicreg.data.transforms.augment import CROP_DRAWS  # noqa: F401
-from keras_vicreg.data.transforms.augment import VIEW_DRAWS  # noqa: F401
-from keras_vicreg.data.transforms.augment import crop_windows  # noqa: F401
-from keras_vicreg.data.transforms.augment import sample_crop_window  # noqa: F401
-from keras_vicreg.data.transforms.augment import centre_crop_window  # noqa: F401
-from keras_vicreg.data.transforms.augment import crop_to_window  # noqa: F401
-from keras_vicreg.data.transforms.augment import resize  # noqa: F401
-from keras_vicreg.data.transforms.augment import convert_channels  # noqa: F401
-from keras_vicreg.data.transforms.augment import resize_crop  # noqa: F401
-from keras_vicreg.data.transforms.augment import BATCH_RESIZE_INTERPOLATIONS  # noqa: F401
-from keras_vicreg.data.transforms.augment import resize_windows  # noqa: F401
-from keras_vicreg.data.transforms.augment import batch_two_views  # noqa: F401
-from keras_vicreg.data.transforms.augment import view_shape  # noqa: F401
-from keras_vicreg.data.transforms.augment import luma  # noqa: F401
-from keras_vicreg.data.transforms.augment import to_grayscale  # noqa: F401
-from keras_vicreg.data.transforms.augment import adjust_color  # noqa: F401
-from keras_vicreg.data.transforms.augment import adjust_hue  # noqa: F401
-from keras_vicreg.data.transforms.augment import color_jitter  # noqa: F401
-from keras_vicreg.data.transforms.augment import gaussian_kernel  # noqa: F401
-from keras_vicreg.data.transforms.augment import gaussian_blur  # noqa: F401
-from keras_vicreg.data.transforms.augment import solarize  # noqa: F401
-from keras_vicreg.data.transforms.augment import normalize  # noqa: F401
-from keras_vicreg.data.transforms.augment import view_params  # noqa: F401
-from keras_vicreg.data.transforms.augment import sample_view_params  # noqa: F401
-from keras_vicreg.data.transforms.augment import apply_view_params_batch  # noqa: F401
-from keras_vicreg.data.transforms.augment import apply_view_params  # noqa: F401
-from keras_vicreg.data.transforms.augment import augment_crop  # noqa: F401
-from keras_vicreg.data.transforms.augment import split_view_seed  # noqa: F401
-from keras_vicreg.data.transforms.augment import augment_view  # noqa: F401
-from keras_vicreg.data.transforms.augment import two_views  # noqa: F401
+- `presets`: what a view does (`ViewAugmentation`, `TwoViewAugmentation`, `AUGMENTATIONS`).
+- `draws`: the random draws of a view, by name (`CropDraws`, `ViewParams`), from a seed.
+- `geometry`: crop windows, crops, and resizes of one image or of a batch.
+- `colour`: colour jitter, grayscale, solarize, normalise; `blur`: the Gaussian blur;
+  `planes`: the per-image selection they share.
+- `apply`: a view of an image or of a batch, from its draws or from a seed.
+"""
+
+from keras_vicreg.data.transforms.apply import apply_view_params  # noqa: F401
+from keras_vicreg.data.transforms.apply import apply_view_params_batch  # noqa: F401
+from keras_vicreg.data.transforms.apply import augment_crop  # noqa: F401
+from keras_vicreg.data.transforms.apply import augment_view  # noqa: F401
+from keras_vicreg.data.transforms.apply import batch_two_views  # noqa: F401
+from keras_vicreg.data.transforms.apply import two_views  # noqa: F401
+from keras_vicreg.data.transforms.blur import gaussian_blur  # noqa: F401
+from keras_vicreg.data.transforms.blur import gaussian_kernel  # noqa: F401
+from keras_vicreg.data.transforms.colour import adjust_color  # noqa: F401
+from keras_vicreg.data.transforms.colour import adjust_hue  # noqa: F401
+from keras_vicreg.data.transforms.colour import color_jitter  # noqa: F401
+from keras_vicreg.data.transforms.colour import luma  # noqa: F401
+from keras_vicreg.data.transforms.colour import normalize  # noqa: F401
+from keras_vicreg.data.transforms.colour import solarize  # noqa: F401
+from keras_vicreg.data.transforms.colour import to_grayscale  # noqa: F401
+from keras_vicreg.data.transforms.draws import CropDraws  # noqa: F401
+from keras_vicreg.data.transforms.draws import ViewParams  # noqa: F401
+from keras_vicreg.data.transforms.draws import fixed_view_params  # noqa: F401
+from keras_vicreg.data.transforms.draws import sample_batch_crop_draws  # noqa: F401
+from keras_vicreg.data.transforms.draws import sample_batch_view_params  # noqa: F401
+from keras_vicreg.data.transforms.draws import sample_crop_draws  # noqa: F401
+from keras_vicreg.data.transforms.draws import sample_view_params  # noqa: F401
+from keras_vicreg.data.transforms.draws import split_view_seed  # noqa: F401
+from keras_vicreg.data.transforms.draws import stack_draws  # noqa: F401
+from keras_vicreg.data.transforms.geometry import BATCH_RESIZE_INTERPOLATIONS  # noqa: F401
+from keras_vicreg.data.transforms.geometry import centre_crop_window  # noqa: F401
+from keras_vicreg.data.transforms.geometry import convert_channels  # noqa: F401
+from keras_vicreg.data.transforms.geometry import crop_to_window  # noqa: F401
+from keras_vicreg.data.transforms.geometry import crop_windows  # noqa: F401
+from keras_vicreg.data.transforms.geometry import resize  # noqa: F401
+from keras_vicreg.data.transforms.geometry import resize_crop  # noqa: F401
+from keras_vicreg.data.transforms.geometry import resize_windows  # noqa: F401
+from keras_vicreg.data.transforms.geometry import sample_crop_window  # noqa: F401
+from keras_vicreg.data.transforms.presets import AUGMENTATIONS  # noqa: F401
+from keras_vicreg.data.transforms.presets import FASHION_MNIST_MEAN  # noqa: F401
+from keras_vicreg.data.transforms.presets import FASHION_MNIST_STD  # noqa: F401
+from keras_vicreg.data.transforms.presets import IMAGENET_MEAN  # noqa: F401
+from keras_vicreg.data.transforms.presets import IMAGENET_STD  # noqa: F401
+from keras_vicreg.data.transforms.presets import INTERPOLATIONS  # noqa: F401
+from keras_vicreg.data.transforms.presets import SOLARIZE_THRESHOLD  # noqa: F401
+from keras_vicreg.data.transforms.presets import TwoViewAugmentation  # noqa: F401
+from keras_vicreg.data.transforms.presets import ViewAugmentation  # noqa: F401
+from keras_vicreg.data.transforms.presets import get_augmentation  # noqa: F401
+from keras_vicreg.data.transforms.presets import view_shape  # noqa: F401

@@ -1,0 +1,197 @@
+"""The pretraining pipeline: batches of two augmented views `(view_a, view_b)` of unlabelled images.
+
+    source -> shard -> shuffle -> per-element seeds
+      -> per image: decode (fused decode-and-crop for JPEG), crop, resize, draw the other choices
+      -> skip unreadable images -> batch (drop remainder)
+      -> per batch: flip, colour jitter, grayscale, blur, solarize, normalise -> prefetch
+
+Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
+once per batch (`transforms.apply_view_params_batch`): in tf.data an op costs about as much per call
+as a small image's arithmetic. `batching.choose_route` picks how: images in memory skip the
+per-image map altogether (`transforms.batch_two_views` on gathered batches, random draws per
+batch), and views over `batching.BATCH_AUGMENT_MAX_PIXELS` are augmented whole per image, as
+batches of one, where the arithmetic dominates and a batch's tensors would outgrow the CPU's
+caches.
+"""
+
+import tensorflow as tf
+
+from keras_vicreg.data import batching
+from keras_vicreg.data import decode
+from keras_vicreg.data import transforms
+
+
+def _resized_two_views(image, seed, augmentation):
+    """The per-image half of `encoded_two_views`: both views resized, and their random choices.
+
+    Args:
+        image: a scalar string tensor (encoded image), or a decoded image tensor.
+        seed: int tensor of shape (2,).
+        augmentation: a `TwoViewAugmentation`.
+
+    Returns:
+        (image_a, params_a, image_b, params_b): per view, its crop from `transforms.resize_crop`
+        and the `transforms.ViewParams` of its other choices; `_augment_two_views` finishes batches
+        of them.
+    """
+    views = (augmentation.view_a, augmentation.view_b)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
+    crops = decode.decode_view_crops(image, crop_seeds, views)
+    resized = [transforms.resize_crop(crop, view) for crop, view in zip(crops, views)]
+    params = [transforms.sample_view_params(s, view) for s, view in zip(params_seeds, views)]
+    return resized[0], params[0], resized[1], params[1]
+
+
+def _augment_two_views(image_a, params_a, image_b, params_b, augmentation):
+    """The per-batch half of `encoded_two_views`, on batches of `_resized_two_views`' outputs.
+
+    Returns:
+        (view_a, view_b), each float32 (batch, size, size, channels), normalised.
+    """
+    return (
+        transforms.apply_view_params_batch(image_a, params_a, augmentation.view_a),
+        transforms.apply_view_params_batch(image_b, params_b, augmentation.view_b),
+    )
+
+
+def encoded_two_views(image, seed, augmentation):
+    """`transforms.two_views` of an encoded image: JPEGs decoded per view with their crop only.
+
+    Args:
+        image: a scalar string tensor (encoded image), or a decoded image tensor.
+        seed: int tensor of shape (2,).
+        augmentation: a `TwoViewAugmentation` or a preset name.
+
+    Returns:
+        (view_a, view_b); the same views as `transforms.two_views` of the decoded image.
+    """
+    augmentation = transforms.get_augmentation(augmentation)
+    parts = _resized_two_views(image, seed, augmentation)
+    return batching.on_one(_augment_two_views, parts, augmentation)
+
+
+def two_view_dataset(
+    source,
+    batch_size,
+    *,
+    augmentation=None,
+    split=None,
+    seed=None,
+    shuffle_buffer=10_000,
+    input_context=None,
+    drop_remainder=True,
+    image_key="image",
+    data_dir=None,
+    manual_dir=None,
+    download=True,
+):
+    """Batches of two augmented views `(view_a, view_b)` for `VICReg.fit`.
+
+    Args:
+        source: a tfds name from `keras_vicreg.data.DATASETS` (e.g. "imagenet2012", "cifar10",
+            "fashion_mnist"), a folder of class subfolders, a `tf.data.Dataset` of images
+            (encoded bytes, or uint8 / float in [0, 1] tensors of any size), of dicts with
+            `image_key`, or of tuples whose first part is the image; or the images themselves,
+            an array (count, height, width, channels) in memory (uint8, or float in [0, 1]): these
+            are shuffled by index and augmented a batch at a time (`transforms.batch_two_views`),
+            the cheapest route, with the same distributions of views drawn from each batch's seed
+            instead of each image's (`batching.choose_route`).
+        batch_size: the global batch size (divided among replicas with `input_context`).
+        augmentation: a preset name or `transforms.TwoViewAugmentation`; default: the dataset's (see
+            `DATASETS`), "imagenet" for folders and datasets.
+        split: the split to read; default: the dataset's pretraining split ("unlabelled" for
+            STL-10).
+        seed: the seed of the shuffle and of every augmentation; None draws one.
+        shuffle_buffer: size of the shuffle buffer (0: no shuffle); an array is shuffled whole
+            (unless 0).
+        input_context: a `tf.distribute.InputContext` (from
+            `strategy.distribute_datasets_from_function`): the pipeline reads its shard and
+            batches `input_context.get_per_replica_batch_size(batch_size)`.
+        drop_remainder: drop the last incomplete batch (VICReg's statistics need full batches).
+        image_key: the image's key in dict elements.
+        data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
+
+    Returns:
+        A `tf.data.Dataset` of `(view_a, view_b)`, each float32 of shape
+        (batch, size, size, channels). Unreadable images are skipped with a warning.
+    """
+    batching.check_batch_size(batch_size)
+    seed = batching.draw_seed(seed)
+    if batching.is_array(source):
+        augmentation, dataset = transforms.get_augmentation(augmentation or "imagenet"), None
+    else:
+        dataset, augmentation, sharded, _ = batching.resolve(
+            source,
+            split,
+            "pretrain_split",
+            augmentation=augmentation,
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+            download=download,
+            seed=seed,
+            input_context=input_context,
+            shuffle_files=bool(shuffle_buffer),
+        )
+    route = batching.choose_route(augmentation.view_a, in_memory=dataset is None)
+    if route == "in_memory":
+        return _array_pairs(
+            source, batch_size, augmentation, seed, shuffle=bool(shuffle_buffer),
+            input_context=input_context, drop_remainder=drop_remainder,
+        ).prefetch(batching.AUTOTUNE)
+    dataset = batching.select_parts(dataset, (image_key,))
+    dataset, batch_size, pipeline_id = batching.prepare(
+        dataset, sharded, seed, shuffle_buffer, input_context, batch_size
+    )
+
+    def resized(element, element_seed):
+        return _resized_two_views(element[0], element_seed, augmentation)
+
+    def views(*batch):
+        return _augment_two_views(*batch, augmentation)
+
+    dataset = batching.map_and_batch(
+        dataset,
+        resized,
+        views,
+        route,
+        seed=seed,
+        pipeline_id=pipeline_id,
+        batch_size=batch_size,
+        drop_remainder=drop_remainder,
+    )
+    return dataset.prefetch(batching.AUTOTUNE)
+
+
+def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_context,
+                 drop_remainder):
+    """`two_view_dataset` of an in-memory array: batches of indices, each batch augmented at once.
+
+    No op runs per image: the epoch's order is one shuffle of the indices, each batch one gather
+    and one `transforms.batch_two_views` with its own seed, `[a draw of
+    tf.data.Dataset.random(seed), pipeline_id]`.
+    """
+    images = batching.image_array(images, "An array of images")
+    indices = tf.range(images.shape[0], dtype=tf.int64)
+    pipeline_id = 0
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        pipeline_id = input_context.input_pipeline_id
+        indices = indices[pipeline_id :: input_context.num_input_pipelines]
+    if shuffle:
+        indices = tf.random.experimental.stateless_shuffle(indices, [seed, pipeline_id])
+    full = int(indices.shape[0]) // batch_size
+    batches = tf.data.Dataset.from_tensor_slices(
+        tf.reshape(indices[: full * batch_size], [full, batch_size])
+    )
+    if not drop_remainder and full * batch_size < indices.shape[0]:
+        batches = batches.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size :]))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
+    return tf.data.Dataset.zip(batches, seeds).map(
+        lambda batch, batch_seed: transforms.batch_two_views(
+            tf.gather(images, batch), batch_seed, augmentation
+        ),
+        num_parallel_calls=batching.AUTOTUNE,
+        deterministic=True,
+    )
