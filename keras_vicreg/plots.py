@@ -6,7 +6,6 @@ target (1), and the classes should separate in a 2-D projection of the test repr
 Matplotlib draws off-screen (the Agg backend), so the plots work on a headless machine.
 """
 
-import keras
 import matplotlib
 import numpy as np
 

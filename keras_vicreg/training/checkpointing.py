@@ -25,7 +25,6 @@ gradients is skipped by the loss-scale optimizer (its `iterations` do not move),
 been consumed all the same.
 """
 
-import json
 import os
 import re
 import sys
@@ -35,10 +34,13 @@ import keras
 import tensorflow as tf
 from tensorflow.io import gfile
 
+from keras_vicreg.training import durable_files
 from keras_vicreg.training import preemption
+from keras_vicreg.training.durable_files import holds_finite_values  # noqa: F401
+from keras_vicreg.training.durable_files import write_json_atomically  # noqa: F401
 
 _NAME = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
-_TEMPORARY_PREFIX = ".partial-"
+_TEMPORARY_PREFIX = durable_files.TEMPORARY_PREFIX
 
 
 class ShortEpochError(RuntimeError):
@@ -52,53 +54,6 @@ class NoLoadableCheckpointError(RuntimeError):
 class OptimizerStateSkippedError(RuntimeError):
     """Keras loaded a checkpoint's weights but skipped its optimizer state (another optimizer or
     precision than the one that saved it): resuming would restart the step count and warmup."""
-
-
-def _is_local(path):
-    return "://" not in str(path)
-
-
-def _fsync(path):
-    """Flushes a local file, or a directory's entries, to disk (no-op for remote paths)."""
-    if not _is_local(path):
-        return
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_json_atomically(path, value):
-    """Writes `value` as JSON to `path` so that a reader sees the old file or the new one, whole.
-
-    Written under a temporary name, flushed to disk, then renamed over `path` (local paths and,
-    through `tf.io.gfile`, cloud storage).
-    """
-    directory = os.path.dirname(path) or "."
-    gfile.makedirs(directory)
-    partial = os.path.join(directory, _TEMPORARY_PREFIX + os.path.basename(path))
-    with gfile.GFile(partial, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
-    _fsync(partial)
-    gfile.rename(partial, path, overwrite=True)
-    _fsync(directory)
-
-
-def holds_finite_values(path):
-    """Whether every array in a checkpoint file (weights and optimizer state) is finite."""
-    import h5py
-    import numpy as np
-
-    finite = [True]
-
-    def check(name, item):
-        if isinstance(item, h5py.Dataset) and item.dtype.kind in "fc" and item.size:
-            finite[0] = finite[0] and bool(np.all(np.isfinite(item[()])))
-
-    with h5py.File(path, "r") as file:
-        file.visititems(check)
-    return finite[0]
 
 
 def newest_finite_checkpoint(directory):
@@ -179,7 +134,7 @@ def restore_latest(model, directory):
     skipped = []
     for step, path in reversed(checkpoints):
         try:
-            if _is_local(path) and not holds_finite_values(path):
+            if durable_files.is_local(path) and not holds_finite_values(path):
                 raise ValueError("it holds NaN or infinite values")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -260,9 +215,9 @@ class StepCheckpoint(keras.callbacks.Callback):
         final = checkpoint_path(self.directory, self.step)
         partial = os.path.join(self.directory, _TEMPORARY_PREFIX + os.path.basename(final))
         self.model.save_weights(partial, overwrite=True)
-        _fsync(partial)
+        durable_files.fsync(partial)
         gfile.rename(partial, final, overwrite=True)
-        _fsync(self.directory)
+        durable_files.fsync(self.directory)
         self._saved_step = self.step
         for _, path in list_checkpoints(self.directory)[: -self.keep]:
             gfile.remove(path)
