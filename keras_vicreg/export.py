@@ -30,6 +30,7 @@ from tensorflow.io import gfile
 
 from keras_vicreg.data import transforms
 from keras_vicreg.models.backbones import resizing
+from keras_vicreg.models.pooling import pooled_features
 
 METADATA_FILE = "keras_vicreg_export.json"
 
@@ -75,7 +76,7 @@ def export_backbone(
     from keras_vicreg.data.labelled import centre_crop_preprocess
 
     _check_backend()
-    backbone = _pooled_backbone(backbone)
+    backbone = pooled_features(backbone)
     height, width, channels = backbone.input_shape[1:]
     image_size = height if image_size is None else image_size
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
@@ -162,32 +163,6 @@ def _check_backend():
             "SavedModel export needs the tensorflow or jax backend. "
             f"Received: KERAS_BACKEND={backend!r}"
         )
-
-
-def _pooled_backbone(model):
-    """The model to export: a VICReg's backbone, pooled if it returns a feature map."""
-    from keras_vicreg.models.vicreg import VICReg
-
-    if isinstance(model, VICReg):
-        model = model.backbone
-    if not isinstance(model, keras.Model) or not model.inputs:
-        raise ValueError(
-            "`backbone` must be a functional keras.Model, or a VICReg model whose backbone is one. "
-            f"Received: backbone={model!r}"
-        )
-    if len(model.output_shape) == 4:
-        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(model.outputs[0])
-        model = keras.Model(model.inputs, pooled, name=model.name)
-    if len(model.output_shape) != 2:
-        raise ValueError(
-            "`backbone` must return features (batch, d) or a feature map (batch, h, w, d). "
-            f"Received: output shape {model.output_shape}"
-        )
-    if keras.backend.standardize_dtype(model.outputs[0].dtype) != "float32":
-        # A mixed-precision backbone computes in float16 / bfloat16; serve float32 features.
-        as_float32 = keras.layers.Activation("linear", dtype="float32", name="features_float32")
-        model = keras.Model(model.inputs, as_float32(model.outputs[0]), name=model.name)
-    return model
 
 
 def _plain(config):
