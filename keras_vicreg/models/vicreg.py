@@ -32,7 +32,7 @@ class VICReg(keras.Model):
     weights, its own architecture, even its own input type (`backbone_b`): the pairs are then
     `(input_a, input_b)` of whatever the two backbones take, e.g. images and token sequences.
     The options `predictor`, `stop_gradient_b`, `momentum`, `expander_batch_norm` and the three
-    coefficients reproduce the rows of the paper's ablation table (see the README, "Flexibility").
+    coefficients reproduce the rows of the paper's ablation table (docs/reproducing.md).
 
     Args:
         backbone: branch a's `keras.Model` (or layer) mapping inputs to a feature vector or a
