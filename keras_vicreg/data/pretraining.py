@@ -2,7 +2,7 @@
 
     source -> shard -> shuffle -> per-element seeds
       -> per image: decode (fused decode-and-crop for JPEG), crop, resize, draw the other choices
-      -> skip unreadable images -> batch (drop remainder)
+      -> skip unreadable images (and those over the pixel budget) -> batch (drop remainder)
       -> per batch: flip, colour jitter, grayscale, blur, solarize, normalise -> prefetch
 
 Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
@@ -18,16 +18,18 @@ import tensorflow as tf
 
 from keras_vicreg.data import batching
 from keras_vicreg.data import decode
+from keras_vicreg.data import image_headers
 from keras_vicreg.data import transforms
 
 
-def _resized_two_views(image, seed, augmentation):
+def _resized_two_views(image, seed, augmentation, max_pixels=None):
     """The per-image half of `encoded_two_views`: both views resized, and their random choices.
 
     Args:
         image: a scalar string tensor (encoded image), or a decoded image tensor.
         seed: int tensor of shape (2,).
         augmentation: a `TwoViewAugmentation`.
+        max_pixels: the pixel budget of an encoded image, checked from its header before decoding.
 
     Returns:
         (image_a, params_a, image_b, params_b): per view, its crop from `transforms.resize_crop`
@@ -37,7 +39,7 @@ def _resized_two_views(image, seed, augmentation):
     views = (augmentation.view_a, augmentation.view_b)
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
-    crops = decode.decode_view_crops(image, crop_seeds, views)
+    crops = decode.decode_view_crops(image, crop_seeds, views, max_pixels)
     resized = [transforms.resize_crop(crop, view) for crop, view in zip(crops, views)]
     params = [transforms.sample_view_params(s, view) for s, view in zip(params_seeds, views)]
     return resized[0], params[0], resized[1], params[1]
@@ -85,6 +87,7 @@ def two_view_dataset(
     data_dir=None,
     manual_dir=None,
     download=True,
+    max_image_pixels=image_headers.MAX_IMAGE_PIXELS,
 ):
     """Batches of two augmented views `(view_a, view_b)` for `VICReg.fit`.
 
@@ -111,10 +114,13 @@ def two_view_dataset(
         drop_remainder: drop the last incomplete batch (VICReg's statistics need full batches).
         image_key: the image's key in dict elements.
         data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
+        max_image_pixels: an encoded image whose header declares more pixels is skipped without
+            being decoded (`image_headers`); None: no budget.
 
     Returns:
         A `tf.data.Dataset` of `(view_a, view_b)`, each float32 of shape
-        (batch, size, size, channels). Unreadable images are skipped with a warning.
+        (batch, size, size, channels). Unreadable images, and images over `max_image_pixels`, are
+        skipped with a warning.
     """
     batching.check_batch_size(batch_size)
     seed = batching.draw_seed(seed)
@@ -145,7 +151,7 @@ def two_view_dataset(
     )
 
     def resized(element, element_seed):
-        return _resized_two_views(element[0], element_seed, augmentation)
+        return _resized_two_views(element[0], element_seed, augmentation, max_image_pixels)
 
     def views(*batch):
         return _augment_two_views(*batch, augmentation)
