@@ -308,6 +308,11 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
         ("optimizer.warmup_steps", 10_000, "config.optimizer.warmup_steps must be at most"),
         ("eval_image_size", 0, "config.eval_image_size must be >= 1"),
         ("eval_crop_fraction", 1.5, "config.eval_crop_fraction must be in (0, 1]"),
+        ("max_image_pixels", 0,
+         "config.max_image_pixels must be >= 1. Received: config.max_image_pixels=0"),
+        ("max_undecodable_fraction", 1.5, "config.max_undecodable_fraction must be in [0, 1]. "
+         "Received: config.max_undecodable_fraction=1.5"),
+        ("max_undecodable_fraction", -0.01, "Received: config.max_undecodable_fraction=-0.01"),
     ],
 )
 def test_an_impossible_value_is_an_error(key, value, expected):

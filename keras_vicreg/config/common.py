@@ -133,3 +133,13 @@ def finish_pretraining(config, args):
     if args.runlocal:
         shrink_for_local_run(config)
     return config
+
+
+def cpu_has_bfloat16():
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), which oneDNN then uses."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            flags = file.read()
+    except OSError:  # not Linux: assume not
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -25,6 +25,9 @@ The keys (see `default_config` for the defaults):
     in_memory                  decode the split once and keep it in memory (datasets of small
                                fixed-size images: Fashion-MNIST takes 47 MB, CIFAR-10 150 MB)
                                instead of reading and decoding its files every epoch
+    max_image_pixels           an image whose header declares more pixels is skipped, not decoded
+    max_undecodable_fraction   the share of skipped images (undecodable or over max_image_pixels)
+                               above which the run stops before training (`training.bad_images`)
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
     model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
@@ -47,6 +50,7 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
+from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
 from keras_vicreg.data import transforms
 from keras_vicreg.models import backbones
 from keras_vicreg.models import expander as expander_lib
@@ -79,6 +83,8 @@ def default_config():
     config.num_examples = 50_000
     config.shuffle_buffer = 10_000
     config.in_memory = False
+    config.max_image_pixels = 50_000_000  # data.image_headers.MAX_IMAGE_PIXELS: why that many
+    config.max_undecodable_fraction = 0.01
     config.batch_size = 256
     config.epochs = 100
     config.steps_per_epoch = config_dict.placeholder(int)
@@ -128,16 +134,6 @@ def eval_image_size(config):
     """The side of the whole images the exported backbone reads: `config.eval_image_size`, or the
     pretraining `config.image_size` when that is None."""
     return config.image_size if config.get("eval_image_size") is None else config.eval_image_size
-
-
-def cpu_has_bfloat16():
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), which oneDNN then uses."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            flags = file.read()
-    except OSError:  # not Linux: assume not
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _flatten(config, prefix="config.", unresolved=None):
@@ -262,6 +258,11 @@ def _data_problems(flat, problems):
             "config.eval_crop_fraction must be in (0, 1]. "
             f"Received: config.eval_crop_fraction={crop_fraction!r}"
         )
+    _at_least(problems, "config.max_image_pixels", flat["config.max_image_pixels"], 1)
+    fraction = flat["config.max_undecodable_fraction"]
+    if not 0.0 <= fraction <= 1.0:
+        problems.append("config.max_undecodable_fraction must be in [0, 1]. "
+                        f"Received: config.max_undecodable_fraction={fraction!r}")
     if flat["config.tf_intra_op_threads"] is not None:
         _at_least(problems, "config.tf_intra_op_threads", flat["config.tf_intra_op_threads"], 1)
     for key in ("config.shuffle_buffer", "config.summary_image_pairs"):
