@@ -82,7 +82,7 @@ def main(argv):
             prepare_fashion_mnist(data_dir)
             keras.utils.set_random_seed(config.seed)
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-            data = recipe.Data(config, strategy=None, data_dir=data_dir)
+            data = recipe.Data(config, strategy=None, data_dir=data_dir, workdir=workdir)
             random_model = recipe.make_model(config, data.channels)
 
             pretrain_start, pretrain_cpu_start = time.time(), time.process_time()

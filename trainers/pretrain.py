@@ -78,7 +78,7 @@ def main(argv):
             keras.utils.set_random_seed(config.seed)
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
             with distribute.strategy_scope(strategy):
-                data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value)
+                data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value, workdir)
                 model = recipe.compile_model(recipe.make_model(config, data.channels, strategy),
                                              config)
                 start_step = recipe.restore_checkpoint(model, config, workdir)

@@ -8,11 +8,12 @@ resumes exactly) from one to fix first (INVALID_CONFIG, DIVERGED) and from a cra
 |---:|---|---|---|
 | 0 | DONE | trained to the end and exported (or only exported: the run had finished) | |
 | 1 | CRASH | an unexpected exception (Python's own status for an uncaught one) | read the traceback |
-| 2 | INVALID_CONFIG | an invalid config or flag, data that does not match it or is missing or runs out, a workdir held by a live job, a changed config on resume, checkpoints that do not load | fix what the message names |
+| 2 | INVALID_CONFIG | an invalid config or flag, data that does not match it or is missing or runs out or has too many images that do not decode, a workdir held by a live job, a changed config on resume, checkpoints that do not load | fix what the message names |
 | 3 | DIVERGED | a non-finite loss or weight; the newest finite checkpoint is kept | lower the learning rate, then rerun |
 | 75 | PREEMPTED | SIGTERM or SIGINT; the step reached is checkpointed | rerun the same command (sysexits' EX_TEMPFAIL) |
 """
 
+from keras_vicreg.training import bad_images
 from keras_vicreg.training import callbacks
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import preemption
@@ -30,6 +31,7 @@ _STATUSES = (
     (callbacks.NonFiniteTrainingError, DIVERGED),
     (workdir_lock.WorkdirLockedError, INVALID_CONFIG),
     (checkpointing.ShortEpochError, INVALID_CONFIG),
+    (bad_images.UndecodableImagesError, INVALID_CONFIG),
     (checkpointing.NoLoadableCheckpointError, INVALID_CONFIG),
     (checkpointing.OptimizerStateSkippedError, INVALID_CONFIG),
     (ValueError, INVALID_CONFIG),

@@ -4,7 +4,9 @@
 of two views, in an order that is a function of the seed and the epoch alone (`epoch_seed`), so that
 a run resumed after a kill sees the very batches an uninterrupted run sees. The images come from
 tfds (read and decoded every epoch, or decoded once into memory with `config.in_memory`), a folder
-of class subfolders, or `keras_vicreg.data.synthetic` for smoke tests.
+of class subfolders, or `keras_vicreg.data.synthetic` for smoke tests. Images read and decoded every
+epoch are scanned once first (`bad_images.check_source`), so that broken data stops the run before
+training rather than shortening its epochs.
 """
 
 import numpy as np
@@ -14,6 +16,7 @@ from keras_vicreg import data as vicreg_data
 from keras_vicreg.config import pretraining
 from keras_vicreg.data import transforms
 from keras_vicreg.data.synthetic import synthetic_images
+from keras_vicreg.training import bad_images
 from keras_vicreg.training import distribute
 
 
@@ -26,19 +29,25 @@ class Data:
     """The pretraining data of a config: each epoch's pairs of views, and a fixed batch.
 
     Opening a tfds dataset checks `config.num_examples` against the split, so that a wrong size is
-    an error before training rather than epochs of the wrong length.
+    an error before training rather than epochs of the wrong length; images read and decoded every
+    epoch (a folder, or tfds without `config.in_memory`) are scanned for those the pipeline would
+    skip (`bad_images.check_source`), listed in `<workdir>/undecodable_images.json`.
 
     Args:
         config: the pretraining config (validated: `keras_vicreg.config.pretraining.validate`).
         strategy: what `distribute.get_strategy` returned, or None.
         data_dir, manual_dir: tensorflow-datasets' directories.
+        workdir: where the scan's list goes (and a passed scan is reused from); None: no file.
 
     Raises:
         ValueError: the split does not hold `config.num_examples` images, its images do not fit
             `config.in_memory`, or the dataset cannot be found.
+        bad_images.UndecodableImagesError: none of the images decodes, too many do not
+            (`config.max_undecodable_fraction`), or the others fill fewer than `steps_per_epoch`
+            batches.
     """
 
-    def __init__(self, config, strategy, data_dir=None, manual_dir=None):
+    def __init__(self, config, strategy, data_dir=None, manual_dir=None, workdir=None):
         self.config = config
         self.strategy = strategy
         self.data_dir, self.manual_dir = data_dir, manual_dir
@@ -47,6 +56,7 @@ class Data:
             spec_augmentation = vicreg_data.dataset_spec(config.dataset).augmentation
         self.augmentation = transforms.get_augmentation(spec_augmentation, config.image_size)
         self.channels = self.augmentation.view_a.channels
+        self.image_scan = None  # the report of `bad_images.check_source`, where it ran
         if config.dataset == pretraining.SYNTHETIC:
             images = synthetic_images(
                 config.num_examples, config.image_size, self.channels, config.seed
@@ -59,6 +69,12 @@ class Data:
                 images = _host_tensor(self._decode_split(builder))
                 self._source = lambda: images
             else:
+                dataset, _ = vicreg_data.load_split(
+                    config.dataset, self._split(), data_dir=data_dir, manual_dir=manual_dir
+                )
+                self.image_scan = bad_images.check_source(
+                    config, dataset, self._split(), self.channels, workdir
+                )
                 self._source = lambda: config.dataset
 
     def _split(self):
@@ -112,6 +128,7 @@ class Data:
             data_dir=self.data_dir,
             manual_dir=self.manual_dir,
             download=True,
+            max_image_pixels=config.max_image_pixels,
         )
 
     def epoch(self, epoch, skip=0):
@@ -126,7 +143,13 @@ class Data:
 
     def fixed_views(self):
         """The first `summary_examples` pairs of the first epoch, as numpy arrays."""
-        batch = next(iter(self._pipeline(0, self.config.summary_examples).take(1)))
+        batch = next(iter(self._pipeline(0, self.config.summary_examples).take(1)), None)
+        if batch is None:  # e.g. a tf.data source of images that do not decode
+            raise bad_images.UndecodableImagesError(
+                f"The first epoch of {self.config.dataset!r} holds no batch of summary_examples "
+                "pairs: its images do not decode, or are too few. "
+                f"Received: config.summary_examples={self.config.summary_examples}"
+            )
         return tuple(np.asarray(view) for view in batch)
 
 

@@ -5,7 +5,7 @@ What the binaries (`trainers/pretrain.py`, `trainers/demo.py`) call, in the orde
     set_threads(config)                   before TensorFlow's first op
     pretraining.validate(config, replicas)
     save_config(config, workdir)
-    data = Data(config, strategy, data_dir, manual_dir)
+    data = Data(config, strategy, data_dir, manual_dir, workdir)   raises UndecodableImagesError
     model = make_model(config, data.channels, strategy); compile_model(model, config)
     start_step = restore_checkpoint(model, config, workdir)
     fit(model, config, workdir, data, start_step)     raises TrainingDiverged

@@ -19,12 +19,12 @@ from keras_vicreg.training import checkpointing
 
 CONFIG_FILE = "config.json"
 # Keys that may differ on resume: logging, summaries, checkpoint cadence, compilation and threads,
-# the divergence and collapse checks, and what the export reads at test time.
+# the divergence, collapse and bad-image checks, and what the export reads at test time.
 CHANGEABLE = frozenset({
     "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "summary_every_steps",
     "summary_examples", "summary_image_pairs", "jit_compile", "tf_intra_op_threads",
     "collapse_threshold", "collapse_patience_steps", "nan_check_weights", "eval_image_size",
-    "eval_crop_fraction",
+    "eval_crop_fraction", "max_undecodable_fraction",
 })
 
 
