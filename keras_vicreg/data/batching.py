@@ -99,8 +99,8 @@ def _count_skipped(state, batch):
     def warn():
         # Printed to stderr, not logged: TF_CPP_MIN_LOG_LEVEL=2, common, would hide a warning.
         tf.print(
-            "WARNING keras_vicreg.data: skipped an unreadable image; images skipped in this "
-            "epoch so far:",
+            "WARNING keras_vicreg.data: skipped an unreadable image (it does not decode, or its "
+            "header declares more pixels than the budget); images skipped in this epoch so far:",
             total,
             output_stream=sys.stderr,
         )

@@ -254,9 +254,10 @@ class _EpochLengthGuard(keras.callbacks.Callback):
 def _short_epoch_message(epoch, seen, due):
     return (
         f"Epoch {epoch + 1} yielded {seen} of its {due} batches: its dataset ran out (images "
-        "that could not be decoded are dropped, or the split is smaller than "
-        "num_examples says). The run stops here, at the last full step, so that checkpoints stay "
-        "on the epoch grid; fix the data, or num_examples / steps_per_epoch, and run again."
+        "that could not be decoded are dropped, listed in the workdir's undecodable_images.json "
+        "where the source was scanned, or the split is smaller than num_examples says). The run "
+        "stops here, at the last full step, so that checkpoints stay on the epoch grid; fix the "
+        "data, or num_examples / steps_per_epoch, and run again."
     )
 
 
