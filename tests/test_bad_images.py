@@ -7,8 +7,14 @@ decoded images themselves (a header's size against the decoded shape) and the fi
 
 import io
 import json
+import os
+import pathlib
 import struct
+import subprocess
+import sys
 import zlib
+
+import keras
 
 import numpy as np
 import pytest
@@ -187,3 +193,18 @@ def test_a_source_where_nothing_decodes_is_an_invalid_config(tmp_path):
     with pytest.raises(bad_images.UndecodableImagesError, match="None of the 4 images") as error:
         pretraining_data.Data(config, strategy=None)
     assert exit_codes.status_of(error.value) == exit_codes.INVALID_CONFIG
+
+
+@pytest.mark.slow
+def test_the_trainer_exits_invalid_config_naming_the_images_and_writes_the_list(tmp_path):
+    folder, workdir = _folder(tmp_path, 16, BAD), tmp_path / "work"
+    command = [sys.executable, "-m", "trainers.pretrain", "--config=configs/tiny.py",
+               f"--workdir={workdir}", f"--config.dataset={folder}", "--config.num_examples=20",
+               "--config.batch_size=4", "--config.summary_examples=4"]
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(command, cwd=pathlib.Path(__file__).resolve().parents[1], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == exit_codes.INVALID_CONFIG, result.stderr[-2000:]
+    assert "4 of the 20 images" in result.stderr and "huge.png" in result.stderr
+    assert _report(workdir)["skipped_count"] == 4
+    assert not (workdir / "checkpoints").exists()  # stopped before training

@@ -10,6 +10,7 @@ import pytest
 
 from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models.backbones.resizing import at_image_size
+from keras_vicreg.training import bad_images
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import exit_codes
 from keras_vicreg.training import preemption
@@ -32,6 +33,7 @@ def test_exit_statuses_tell_divergence_and_preemption_from_a_crash():
         (checkpointing.NoLoadableCheckpointError("none"), exit_codes.INVALID_CONFIG),
         (checkpointing.OptimizerStateSkippedError("skipped"), exit_codes.INVALID_CONFIG),
         (run_config.ConfigChangedError("changed"), exit_codes.INVALID_CONFIG),
+        (bad_images.UndecodableImagesError("undecodable"), exit_codes.INVALID_CONFIG),
         (ValueError("bad"), exit_codes.INVALID_CONFIG),
         (KeyError("bug"), exit_codes.CRASH),
     ]
