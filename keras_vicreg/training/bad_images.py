@@ -121,6 +121,9 @@ def check_source(config, dataset, split, channels, workdir=None):
     start = time.monotonic()
     scan = image_scan.scan_images(dataset, count, max_pixels=config.max_image_pixels,
                                   channels=channels)
+    for image in scan.skipped:  # a folder's files as the user named them, not through the link
+        if image["file"] and os.path.exists(image["file"]):  # that `sources.image_folder` makes
+            image["file"] = os.path.realpath(image["file"])
     problem = _problem(config, count, scan.skipped, path or "no file (no workdir given)")
     report = {
         "key": key,
