@@ -61,3 +61,16 @@ def test_an_unreadable_config_json_is_replaced_with_a_warning(tmp_path, capsys, 
     run_config.save_config(load_config("tiny"), str(tmp_path))
     assert "does not read as JSON" in capsys.readouterr().err
     assert saved(tmp_path)["batch_size"] == load_config("tiny").batch_size
+
+
+def test_a_key_new_since_the_saved_config_counts_as_unchanged_at_its_default(tmp_path):
+    run_config.save_config(load_config("tiny"), str(tmp_path))
+    older = saved(tmp_path)
+    del older["max_image_pixels"]  # a config.json written before the key existed
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    run_config.save_config(load_config("tiny"), str(tmp_path))  # the default: accepted
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    changed = load_config("tiny")
+    changed.max_image_pixels = 1000
+    with pytest.raises(run_config.ConfigChangedError, match="max_image_pixels: '<absent>'"):
+        run_config.save_config(changed, str(tmp_path))

@@ -15,6 +15,7 @@ import sys
 
 from tensorflow.io import gfile
 
+from keras_vicreg.config import pretraining
 from keras_vicreg.training import checkpointing
 
 CONFIG_FILE = "config.json"
@@ -42,12 +43,18 @@ def _flat(value, prefix=""):
 
 
 def changed_keys(saved, resolved):
-    """[(key, saved value, new value)] of the keys that differ and are not `CHANGEABLE`."""
+    """[(key, saved value, new value)] of the keys that differ and are not `CHANGEABLE`.
+
+    A key that the saved config lacks (it was written by an older version) counts as unchanged
+    when its new value is the schema's default, which the older version behaved as.
+    """
     before, after = _flat(saved), _flat(resolved)
+    defaults = _flat(json.loads(pretraining.default_config().to_json_best_effort()))
     return [
         (key, before.get(key, "<absent>"), after.get(key, "<absent>"))
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key) and key not in CHANGEABLE
+        and not (key not in before and key in defaults and after.get(key) == defaults[key])
     ]
 
 
