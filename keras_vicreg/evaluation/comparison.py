@@ -16,6 +16,7 @@ Nothing is chosen on the test set. The first row is computed by the file a user 
 table's figure is what that file scores.
 """
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -208,9 +209,6 @@ def write_report(workdir, rows, timings, *, start_step, total_steps, details):
     Returns:
         (the markdown printed, the path of results.md, the path of results.json).
     """
-    import json
-    import os
-
     markdown = table(rows) + (
         f"\n\nWall time: pretraining {timings['pretrain'] / 60:.1f} min, total "
         f"{timings['total'] / 60:.1f} min; CPU time (all threads): pretraining "

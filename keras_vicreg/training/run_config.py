@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+import keras
 from tensorflow.io import gfile
 
 from keras_vicreg.config import pretraining
@@ -79,8 +80,6 @@ def save_config(config, workdir, *, allow_change=False):
         ConfigChangedError: a saved config differs in keys outside `CHANGEABLE`, naming each key
             with both values, unless `allow_change`; then the differences are printed as a warning.
     """
-    import keras
-
     print(f"Resolved config ({keras.backend.backend()} backend):\n{config}", flush=True)
     resolved = json.loads(config.to_json_best_effort())
     saved = load_saved(workdir)
