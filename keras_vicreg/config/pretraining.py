@@ -42,14 +42,17 @@ The keys (see `default_config` for the defaults):
                                embedding statistics (per-feature std, effective rank) of a fixed
                                batch and pictures of augmented pairs in TensorBoard
     collapse_threshold, collapse_patience_steps, nan_check_weights
+    peer_timeout_s             several processes: seconds without a finished step after which a
+                               process decides a peer died and exits PEER_LOST (`training.watchdog`)
 """
 
-import difflib
-import math
 
 import ml_collections
 from ml_collections import config_dict
 
+from keras_vicreg.config import checks
+from keras_vicreg.config.checks import at_least
+from keras_vicreg.config.checks import choice
 from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
 from keras_vicreg.data import transforms
 from keras_vicreg.models import backbones
@@ -127,6 +130,7 @@ def default_config():
     config.collapse_threshold = 0.05
     config.collapse_patience_steps = 200
     config.nan_check_weights = True
+    config.peer_timeout_s = 600.0
     return config
 
 
@@ -134,96 +138,6 @@ def eval_image_size(config):
     """The side of the whole images the exported backbone reads: `config.eval_image_size`, or the
     pretraining `config.image_size` when that is None."""
     return config.image_size if config.get("eval_image_size") is None else config.eval_image_size
-
-
-def _flatten(config, prefix="config.", unresolved=None):
-    """{dotted key: value} of a ConfigDict, nested ones included, values resolved.
-
-    A derived number that cannot be computed (`steps_per_epoch` with `batch_size=0`) is None, and
-    `unresolved`, when given, gets a line saying why.
-    """
-    flat = {}
-    for key in config.keys():
-        try:
-            value = config[key]
-        except (ArithmeticError, TypeError, ValueError) as error:
-            if unresolved is not None:
-                unresolved.append(
-                    f"{prefix}{key} cannot be computed from the keys it derives from "
-                    f"({type(error).__name__}: {error}): see the other problems"
-                )
-            value = None
-        if isinstance(value, ml_collections.ConfigDict):
-            flat.update(_flatten(value, f"{prefix}{key}.", unresolved))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _types(config, prefix="config."):
-    """{dotted key: declared type} of a ConfigDict (placeholders included)."""
-    types = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            types.update(_types(value, f"{prefix}{key}."))
-        else:
-            types[f"{prefix}{key}"] = config.get_type(key)
-    return types
-
-
-def _type_problem(key, value, expected):
-    if value is None:
-        return None
-    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None
-    if expected is tuple and isinstance(value, (tuple, list)):
-        return None
-    if expected is int and isinstance(value, bool):
-        return f"{key} must be an int. Received: {key}={value!r}"
-    if isinstance(value, expected):
-        return None
-    return f"{key} must be of type {expected.__name__}. Received: {key}={value!r}"
-
-
-def _key_problems(flat):
-    """Unknown and missing keys, with the closest known key for a typo."""
-    known = _types(default_config())
-    problems = []
-    for key in sorted(set(flat) - set(known)):
-        close = difflib.get_close_matches(key, list(known), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        problems.append(
-            f"{key} is not a key of the pretraining config{hint}; the keys are those of "
-            f"keras_vicreg.config.pretraining.default_config(). Received: {key}={flat[key]!r}"
-        )
-    missing = sorted(set(known) - set(flat))
-    if missing:
-        problems.append(
-            "The config lacks keys of the pretraining config: start it from "
-            f"keras_vicreg.config.pretraining.default_config(). Received: missing keys {missing}"
-        )
-    for key in sorted(set(known) & set(flat)):
-        problem = _type_problem(key, flat[key], known[key])
-        if problem:
-            problems.append(problem)
-    return problems
-
-
-def _choice(problems, key, value, choices, what):
-    if value not in choices:
-        problems.append(f"{key} must be {what}, one of {list(choices)}. Received: {key}={value!r}")
-
-
-def _at_least(problems, key, value, minimum, strict=False):
-    if value is None:
-        problems.append(
-            f"{key} must be set (a derived number: see "
-            "keras_vicreg.config.common.set_derived_numbers). "
-            f"Received: {key}=None"
-        )
-    elif not (value > minimum if strict else value >= minimum) or not math.isfinite(value):
-        relation = ">" if strict else ">="
-        problems.append(f"{key} must be {relation} {minimum}. Received: {key}={value!r}")
 
 
 def _data_problems(flat, problems):
@@ -244,30 +158,33 @@ def _data_problems(flat, problems):
         )
     augmentation = flat["config.augmentation"]
     if augmentation is not None:
-        _choice(problems, "config.augmentation", augmentation, sorted(transforms.AUGMENTATIONS),
+        choice(problems, "config.augmentation", augmentation, sorted(transforms.AUGMENTATIONS),
                 "an augmentation preset (or None for the dataset's)")
     for key in ("config.image_size", "config.num_examples", "config.batch_size",
                 "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",
                 "config.log_every_steps", "config.summary_every_steps"):
-        _at_least(problems, key, flat[key], 1)
+        at_least(problems, key, flat[key], 1)
     if flat["config.eval_image_size"] is not None:
-        _at_least(problems, "config.eval_image_size", flat["config.eval_image_size"], 1)
+        at_least(problems, "config.eval_image_size", flat["config.eval_image_size"], 1)
     crop_fraction = flat["config.eval_crop_fraction"]
     if not 0.0 < crop_fraction <= 1.0:
         problems.append(
             "config.eval_crop_fraction must be in (0, 1]. "
             f"Received: config.eval_crop_fraction={crop_fraction!r}"
         )
-    _at_least(problems, "config.max_image_pixels", flat["config.max_image_pixels"], 1)
+    at_least(problems, "config.max_image_pixels", flat["config.max_image_pixels"], 1)
     fraction = flat["config.max_undecodable_fraction"]
     if not 0.0 <= fraction <= 1.0:
         problems.append("config.max_undecodable_fraction must be in [0, 1]. "
                         f"Received: config.max_undecodable_fraction={fraction!r}")
+    if not flat["config.peer_timeout_s"] > 0:
+        problems.append(f"config.peer_timeout_s must be > 0 (seconds). Received: "
+                        f"config.peer_timeout_s={flat['config.peer_timeout_s']}")
     if flat["config.tf_intra_op_threads"] is not None:
-        _at_least(problems, "config.tf_intra_op_threads", flat["config.tf_intra_op_threads"], 1)
+        at_least(problems, "config.tf_intra_op_threads", flat["config.tf_intra_op_threads"], 1)
     for key in ("config.shuffle_buffer", "config.summary_image_pairs"):
-        _at_least(problems, key, flat[key], 0)
-    _at_least(problems, "config.summary_examples", flat["config.summary_examples"], 2)
+        at_least(problems, key, flat[key], 0)
+    at_least(problems, "config.summary_examples", flat["config.summary_examples"], 2)
     examples, summary = flat["config.num_examples"], flat["config.summary_examples"]
     if isinstance(examples, int) and isinstance(summary, int) and summary > examples:
         problems.append(
@@ -284,8 +201,8 @@ def _data_problems(flat, problems):
     steps, examples, batch = (
         flat["config.steps_per_epoch"], flat["config.num_examples"], flat["config.batch_size"]
     )
-    _at_least(problems, "config.steps_per_epoch", steps, 1)
-    _at_least(problems, "config.total_steps", flat["config.total_steps"], 1)
+    at_least(problems, "config.steps_per_epoch", steps, 1)
+    at_least(problems, "config.total_steps", flat["config.total_steps"], 1)
     total, epochs = flat["config.total_steps"], flat["config.epochs"]
     if None not in (steps, total, epochs) and total != steps * epochs:
         problems.append(
@@ -302,11 +219,11 @@ def _data_problems(flat, problems):
 
 
 def _model_problems(flat, problems):
-    _choice(problems, "config.model.backbone", flat["config.model.backbone"], BACKBONES,
+    choice(problems, "config.model.backbone", flat["config.model.backbone"], BACKBONES,
             "a backbone")
-    _choice(problems, "config.model.source", flat["config.model.source"], backbones.SOURCES,
+    choice(problems, "config.model.source", flat["config.model.source"], backbones.SOURCES,
             "a ResNet source")
-    _choice(problems, "config.model.stem", flat["config.model.stem"], backbones.STEMS,
+    choice(problems, "config.model.stem", flat["config.model.stem"], backbones.STEMS,
             "a ResNet stem")
     filters = flat["config.model.filters"]
     if len(filters) != 4 or not all(isinstance(f, int) and f > 0 for f in filters):
@@ -323,15 +240,15 @@ def _model_problems(flat, problems):
     except ValueError as error:
         problems.append(f"config.model.covariance: {error}")
     for key in ("config.model.sim_coeff", "config.model.std_coeff", "config.model.cov_coeff"):
-        _at_least(problems, key, flat[key], 0.0)
+        at_least(problems, key, flat[key], 0.0)
 
 
 def _optimizer_problems(flat, problems):
-    _at_least(problems, "config.optimizer.base_learning_rate",
+    at_least(problems, "config.optimizer.base_learning_rate",
               flat["config.optimizer.base_learning_rate"], 0.0, strict=True)
-    _at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
-    _at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
-    _at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
+    at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
+    at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
+    at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
     warmup_steps, total = flat["config.optimizer.warmup_steps"], flat["config.total_steps"]
     if None not in (warmup_steps, total) and warmup_steps > total:
         problems.append(
@@ -351,10 +268,10 @@ def _optimizer_problems(flat, problems):
 
 
 def _training_problems(flat, problems, num_replicas):
-    _choice(problems, "config.mixed_precision", flat["config.mixed_precision"], MIXED_PRECISION,
+    choice(problems, "config.mixed_precision", flat["config.mixed_precision"], MIXED_PRECISION,
             "a dtype policy")
-    _at_least(problems, "config.collapse_threshold", flat["config.collapse_threshold"], 0.0)
-    _at_least(problems, "config.collapse_patience_steps", flat["config.collapse_patience_steps"], 1)
+    at_least(problems, "config.collapse_threshold", flat["config.collapse_threshold"], 0.0)
+    at_least(problems, "config.collapse_patience_steps", flat["config.collapse_patience_steps"], 1)
     batch = flat["config.batch_size"]
     if isinstance(batch, int) and batch > 0 and batch % num_replicas:
         problems.append(
@@ -379,8 +296,8 @@ def validate(config, num_replicas=1):
         `config`, unchanged.
     """
     unresolved = []
-    flat = _flatten(config, unresolved=unresolved)
-    problems = _key_problems(flat)
+    flat = checks.flatten(config, unresolved=unresolved)
+    problems = checks.key_problems(flat, default_config(), "pretraining")
     if not problems:  # the value checks below assume every key with its type
         problems += unresolved
         _data_problems(flat, problems)

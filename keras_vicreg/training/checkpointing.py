@@ -177,10 +177,14 @@ class StepCheckpoint(keras.callbacks.Callback):
         keep: int >= 1, how many checkpoints to keep.
         stop_signal: a `preemption.PreemptionSignal` (or anything with a `received` attribute):
             once it has received a signal, the step that just ended is saved and
-            `preemption.Preempted` is raised, ending `fit`.
+            `preemption.Preempted` is raised, ending `fit`. Its `received` is read once per step
+            (a `preemption.AgreedStopSignal` answers it with a collective).
+        write: False on the processes of a multi-process job other than process 0: they count
+            the steps and stop with the others, and write nothing.
     """
 
-    def __init__(self, directory, every_steps, initial_step=0, keep=3, stop_signal=None):
+    def __init__(self, directory, every_steps, initial_step=0, keep=3, stop_signal=None,
+                 write=True):
         super().__init__()
         for name, value in (("every_steps", every_steps), ("keep", keep)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -195,14 +199,15 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.step = initial_step
         self._saved_step = initial_step
         self.stop_signal = stop_signal
+        self.write = write
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        stop = self.stop_signal is not None and self.stop_signal.received is not None
-        if stop or self.step % self.every_steps == 0:
+        received = None if self.stop_signal is None else self.stop_signal.received
+        if received is not None or self.step % self.every_steps == 0:
             self.save()
-        if stop:
-            raise preemption.Preempted(self.step, self.stop_signal.received)
+        if received is not None:
+            raise preemption.Preempted(self.step, received)
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
@@ -210,6 +215,9 @@ class StepCheckpoint(keras.callbacks.Callback):
     def save(self):
         """Writes the checkpoint of the current step (unless already written) and prunes."""
         if self.step == self._saved_step:  # saved already, or the step the run restarted from
+            return
+        if not self.write:
+            self._saved_step = self.step
             return
         gfile.makedirs(self.directory)
         final = checkpoint_path(self.directory, self.step)

@@ -10,6 +10,7 @@ resumes exactly) from one to fix first (INVALID_CONFIG, DIVERGED) and from a cra
 | 1 | CRASH | an unexpected exception (Python's own status for an uncaught one) | read the traceback |
 | 2 | INVALID_CONFIG | an invalid config or flag, data that does not match it or is missing or runs out or has too many images that do not decode, a workdir held by a live job, a changed config on resume, checkpoints that do not load | fix what the message names |
 | 3 | DIVERGED | a non-finite loss or weight; the newest finite checkpoint is kept | lower the learning rate, then rerun |
+| 4 | PEER_LOST | several processes: another process of the job died or hung, and no step finished for `config.peer_timeout_s` | relaunch the whole job: it resumes from the newest checkpoint |
 | 75 | PREEMPTED | SIGTERM or SIGINT; the step reached is checkpointed | rerun the same command (sysexits' EX_TEMPFAIL) |
 """
 
@@ -23,6 +24,7 @@ DONE = 0
 CRASH = 1
 INVALID_CONFIG = 2
 DIVERGED = 3
+PEER_LOST = 4
 PREEMPTED = 75
 
 # Checked in order: the first class an exception is an instance of gives its status.

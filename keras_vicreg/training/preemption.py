@@ -68,3 +68,29 @@ class PreemptionSignal:
         self._previous.clear()
         self.active = False
         return False
+
+
+class AgreedStopSignal:
+    """The stop signal of a job of several processes: received everywhere once received anywhere.
+
+    Every step of a multi-process job is a collective, so all processes must stop after the same
+    step: a preemption notice often reaches one host only, and a process that stopped alone would
+    leave the others waiting for it. Reading `received` asks every process (`any_process`, a
+    collective): `checkpointing.StepCheckpoint` reads it once per step, on every process.
+
+    Args:
+        local: this process's `PreemptionSignal`.
+        any_process: `keras_vicreg.training.multihost.any_process`.
+    """
+
+    def __init__(self, local, any_process):
+        self.local = local
+        self._any_process = any_process
+
+    @property
+    def received(self):
+        """This process's signal, or SIGTERM's number when only another process got one."""
+        local = self.local.received
+        if self._any_process(local is not None):
+            return signal.SIGTERM if local is None else local
+        return None

@@ -176,6 +176,9 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         embedding_every_steps: int >= 1.
         image_pairs: how many pairs to picture (0: none).
         initial_step: the step the run (re)starts from.
+        write: False on the processes of a multi-process job other than process 0: they compute
+            what process 0 computes (the embedding statistics are a collective there) and write
+            nothing.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         embedding_every_steps=100,
         image_pairs=4,
         initial_step=0,
+        write=True,
     ):
         super().__init__()
         _check_positive("scalar_every_steps", scalar_every_steps)
@@ -202,6 +206,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self.step = initial_step
         self._window = _WindowMeans()
         self._writer = None
+        self.write = write
 
     @property
     def writer(self):
@@ -209,7 +214,8 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         if self._writer is None:
             import tensorflow as tf
 
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer = (tf.summary.create_file_writer(self.log_dir) if self.write
+                            else tf.summary.create_noop_writer())
         return self._writer
 
     def on_train_begin(self, logs=None):

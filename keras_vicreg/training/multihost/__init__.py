@@ -59,3 +59,52 @@ def barrier():
     """Waits for every process of the job; a no-op for a job of one process."""
     if process_count() > 1:
         _backend_module().barrier()
+
+
+class WriterFailedError(RuntimeError):
+    """Process 0 failed at a step that only it runs; the other processes stop with this."""
+
+
+def on_writer(function, *args, **kwargs):
+    """Runs `function` on process 0 only; if it raises there, every process raises.
+
+    For the work only process 0 does (taking the workdir's lock, writing config.json): the others
+    must not go on to the next collective while process 0 stops, or they would wait for it.
+
+    Returns:
+        `function`'s result on process 0; None on the others.
+
+    Raises:
+        What `function` raised, on process 0; `WriterFailedError` on the others.
+    """
+    result, error = None, None
+    if is_writer():
+        try:
+            result = function(*args, **kwargs)
+        except Exception as caught:  # re-raised below, after the others have been told
+            error = caught
+    if any_process(error is not None):
+        if error is not None:
+            raise error
+        raise WriterFailedError(
+            f"Process 0 stopped at {getattr(function, '__name__', function)!r}: its output says "
+            f"why. This is process {process_index()} of {process_count()}."
+        )
+    return result
+
+
+def input_context():
+    """This process's shard of the input, for `two_view_dataset(..., input_context=...)`; None
+    for a job of one process.
+
+    Each process reads every `process_count()`-th example, from its index on, in batches of the
+    global batch size over `process_count()`; its augmentation seeds fold in its index.
+    """
+    count = process_count()
+    if count == 1:
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.InputContext(
+        num_input_pipelines=count, input_pipeline_id=process_index(), num_replicas_in_sync=count
+    )
