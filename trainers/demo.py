@@ -77,7 +77,7 @@ def main(argv):
         if keras.backend.backend() == "torch":
             raise ValueError("The demo exports and scores a SavedModel, which Keras writes from "
                              "the tensorflow and jax backends. Received: KERAS_BACKEND='torch'")
-        with job.running(workdir) as stop:
+        with job.running(workdir) as running_job:
             recipe.save_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
             prepare_fashion_mnist(data_dir)
             keras.utils.set_random_seed(config.seed)
@@ -88,7 +88,7 @@ def main(argv):
             pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
             model = recipe.compile_model(recipe.make_model(config, data.channels), config)
             start_step = recipe.restore_checkpoint(model, config, workdir)
-            recipe.fit(model, config, workdir, data, start_step, stop_signal=stop,
+            recipe.fit(model, config, workdir, data, start_step, stop_signal=running_job.stop_signal,
                        verbose=1 if sys.stdout.isatty() else 2)  # a bar, or a line per epoch
             exported = recipe.export(model, config, workdir, data)
             timings = {"pretrain": time.time() - pretrain_start,

@@ -42,6 +42,7 @@ from keras_vicreg.config import pretraining
 from keras_vicreg.training import distribute
 from keras_vicreg.training import exit_codes
 from keras_vicreg.training import job
+from keras_vicreg.training import multihost
 from keras_vicreg.training import recipe
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -73,8 +74,9 @@ def main(argv):
     try:
         strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
         pretraining.validate(config, distribute.num_replicas(strategy))
-        with job.running(workdir) as stop:
-            recipe.save_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
+        with job.running(workdir, config.peer_timeout_s) as running_job:
+            multihost.on_writer(recipe.save_config, config, workdir,
+                                allow_change=_ALLOW_CONFIG_CHANGE.value)
             keras.utils.set_random_seed(config.seed)
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
             with distribute.strategy_scope(strategy):
@@ -82,8 +84,9 @@ def main(argv):
                 model = recipe.compile_model(recipe.make_model(config, data.channels, strategy),
                                              config)
                 start_step = recipe.restore_checkpoint(model, config, workdir)
-                recipe.fit(model, config, workdir, data, start_step, stop_signal=stop)
-            recipe.export(model, config, workdir, data)
+                recipe.fit(model, config, workdir, data, start_step,
+                           stop_signal=running_job.stop_signal, watchdog=running_job.watchdog)
+            recipe.export(model, config, workdir, data, watchdog=running_job.watchdog)
     except exit_codes.EXPECTED as error:
         print(error, file=sys.stderr)
         sys.exit(exit_codes.status_of(error))

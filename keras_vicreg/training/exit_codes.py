@@ -17,6 +17,7 @@ resumes exactly) from one to fix first (INVALID_CONFIG, DIVERGED) and from a cra
 from keras_vicreg.training import bad_images
 from keras_vicreg.training import callbacks
 from keras_vicreg.training import checkpointing
+from keras_vicreg.training import multihost
 from keras_vicreg.training import preemption
 from keras_vicreg.training import workdir_lock
 
@@ -37,6 +38,7 @@ _STATUSES = (
     (checkpointing.NoLoadableCheckpointError, INVALID_CONFIG),
     (checkpointing.OptimizerStateSkippedError, INVALID_CONFIG),
     (ValueError, INVALID_CONFIG),
+    (multihost.WriterFailedError, CRASH),  # process 0's own status says what happened
 )
 # What a binary catches and turns into a status with a message (anything else is a crash).
 EXPECTED = tuple(error_class for error_class, _ in _STATUSES)

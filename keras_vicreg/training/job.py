@@ -1,9 +1,14 @@
-"""What a training binary holds while it runs: the workdir's lock and the stop signal.
+"""What a training binary holds while it runs: the workdir's lock, the stop signal, the watchdog.
 
-    with job.running(workdir) as stop:       # WorkdirLockedError if another job holds it
+    with job.running(workdir, peer_timeout_s) as running_job:   # WorkdirLockedError if locked
         ...
-        recipe.fit(..., stop_signal=stop)     # Preempted after a SIGTERM / SIGINT
+        recipe.fit(..., stop_signal=running_job.stop_signal, watchdog=running_job.watchdog)
     ... except exit_codes.EXPECTED as error: sys.exit(exit_codes.status_of(error))
+
+In a job of several processes (`keras_vicreg.training.multihost`), process 0 alone takes the lock
+(the others stop with it when it cannot), a stop signal on any process stops all of them after
+the same step (`preemption.AgreedStopSignal`), and a `watchdog.StallWatchdog` ends a process that
+waits for a dead peer.
 
 `parse_flags` is the binaries' absl flags parser: an unknown `--config.<key>` (a typo) ends the
 program with the invalid-config status and a one-line message, where ml_collections raises an
@@ -11,21 +16,50 @@ AttributeError whose traceback buries its "did you mean".
 """
 
 import contextlib
+import dataclasses
 import sys
 
 from keras_vicreg.training import exit_codes
+from keras_vicreg.training import multihost
 from keras_vicreg.training import preemption
+from keras_vicreg.training import watchdog as watchdog_lib
 from keras_vicreg.training import workdir_lock
 
 
+@dataclasses.dataclass
+class RunningJob:
+    """What `running` yields.
+
+    Attributes:
+        stop_signal: what `recipe.fit` watches: a `preemption.PreemptionSignal`, or for several
+            processes a `preemption.AgreedStopSignal`.
+        watchdog: a `watchdog.StallWatchdog` for several processes (a `fit` callback), else None.
+    """
+
+    stop_signal: object
+    watchdog: object = None
+
+
 @contextlib.contextmanager
-def running(workdir, *, lock=True):
-    """Holds `workdir`'s lock (unless `lock=False`, for processes other than 0) and records stop
-    signals; yields the `preemption.PreemptionSignal` to hand to `recipe.fit`."""
+def running(workdir, peer_timeout_s=None, *, lock=True):
+    """Holds `workdir`'s lock (process 0 of the job; none with `lock=False`), records stop signals
+    and, in a job of several processes, watches for dead peers (`peer_timeout_s`).
+
+    Yields:
+        A `RunningJob`.
+    """
     with contextlib.ExitStack() as stack:
         if lock:
-            stack.enter_context(workdir_lock.WorkdirLock(workdir))
-        yield stack.enter_context(preemption.PreemptionSignal())
+            multihost.on_writer(lambda: stack.enter_context(workdir_lock.WorkdirLock(workdir)))
+        local = stack.enter_context(preemption.PreemptionSignal())
+        if multihost.process_count() == 1:
+            yield RunningJob(local)
+            return
+        index, count = multihost.process_index(), multihost.process_count()
+        watchdog = stack.enter_context(watchdog_lib.StallWatchdog(
+            peer_timeout_s or 600.0, exit_codes.PEER_LOST, describe=f"process {index} of {count}"
+        ))
+        yield RunningJob(preemption.AgreedStopSignal(local, multihost.any_process), watchdog)
 
 
 def parse_flags(argv):

@@ -18,6 +18,7 @@ from keras_vicreg.data import transforms
 from keras_vicreg.data.synthetic import synthetic_images
 from keras_vicreg.training import bad_images
 from keras_vicreg.training import distribute
+from keras_vicreg.training import multihost
 
 
 def epoch_seed(seed, epoch):
@@ -72,9 +73,12 @@ class Data:
                 dataset, _ = vicreg_data.load_split(
                     config.dataset, self._split(), data_dir=data_dir, manual_dir=manual_dir
                 )
-                self.image_scan = bad_images.check_source(
-                    config, dataset, self._split(), self.channels, workdir
-                )
+                # Process 0 scans and writes the report; the others then read its passed scan
+                # from a shared workdir (or scan for themselves where the workdir is theirs).
+                scan = (config, dataset, self._split(), self.channels, workdir)
+                self.image_scan = multihost.on_writer(bad_images.check_source, *scan)
+                if not multihost.is_writer():
+                    self.image_scan = bad_images.check_source(*scan)
                 self._source = lambda: config.dataset
 
     def _split(self):
@@ -133,10 +137,11 @@ class Data:
 
     def epoch(self, epoch, skip=0):
         """Epoch `epoch`'s batches of pairs, in a fixed order, without the first `skip`."""
-        if distribute.num_replicas(self.strategy) == 1:
-            return self._pipeline(epoch, self.config.batch_size).skip(skip)
-        if keras.backend.backend() != "tensorflow":  # JAX's DataParallel splits global batches
-            return self._pipeline(epoch, self.config.batch_size).skip(skip)
+        if keras.backend.backend() != "tensorflow" or distribute.num_replicas(self.strategy) == 1:
+            # JAX's DataParallel splits each process's batch over its devices; several processes
+            # (JAX, PyTorch) each read their own shard.
+            context = multihost.input_context()
+            return self._pipeline(epoch, self.config.batch_size, context).skip(skip)
         return self.strategy.distribute_datasets_from_function(
             lambda context: self._pipeline(epoch, self.config.batch_size, context).skip(skip)
         )

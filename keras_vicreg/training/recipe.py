@@ -15,6 +15,7 @@ Nothing here reads flags or exits: an invalid config or missing data is a `Value
 run a `TrainingDiverged`, and the binary maps them to `keras_vicreg.training.exit_codes`.
 """
 
+import contextlib
 import os
 
 import keras
@@ -29,6 +30,7 @@ from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import distribute
+from keras_vicreg.training import multihost
 from keras_vicreg.training import summaries
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
@@ -129,22 +131,27 @@ def restore_checkpoint(model, config, workdir):
     return step
 
 
-def make_callbacks(config, workdir, data, start_step, stop_signal=None):
+def make_callbacks(config, workdir, data, start_step, stop_signal=None, watchdog=None):
     """NaN guard first, checkpoint last: a non-finite step never reaches the checkpoint.
 
     `stop_signal` (a `preemption.PreemptionSignal`) makes the checkpoint callback save the step
-    and raise `preemption.Preempted` once a SIGTERM or SIGINT has arrived.
+    and raise `preemption.Preempted` once a SIGTERM or SIGINT has arrived. In a job of several
+    processes only process 0 prints progress and writes summaries and checkpoints, and
+    `watchdog` (a `watchdog.StallWatchdog`) counts the steps.
     """
     view = data.augmentation.view_a
+    write = multihost.is_writer()
+    printer = summaries.ProgressPrinter(
+        config.log_every_steps, config.total_steps, config.steps_per_epoch, start_step
+    )
     return [
+        *([watchdog] if watchdog is not None else []),
         vicreg_callbacks.LearningRateLogger(),
         vicreg_callbacks.NaNGuard(check_weights=config.nan_check_weights),
         vicreg_callbacks.CollapseMonitor(
             threshold=config.collapse_threshold, patience=config.collapse_patience_steps
         ),
-        summaries.ProgressPrinter(
-            config.log_every_steps, config.total_steps, config.steps_per_epoch, start_step
-        ),
+        *([printer] if write else []),
         summaries.TensorBoardSummaries(
             os.path.join(workdir, "tensorboard"),
             fixed_views=data.fixed_views(),
@@ -154,6 +161,7 @@ def make_callbacks(config, workdir, data, start_step, stop_signal=None):
             embedding_every_steps=config.summary_every_steps,
             image_pairs=config.summary_image_pairs,
             initial_step=start_step,
+            write=write,
         ),
         checkpointing.StepCheckpoint(
             os.path.join(workdir, "checkpoints"),
@@ -161,17 +169,18 @@ def make_callbacks(config, workdir, data, start_step, stop_signal=None):
             initial_step=start_step,
             keep=config.keep_checkpoints,
             stop_signal=stop_signal,
+            write=write,
         ),
     ]
 
 
-def fit(model, config, workdir, data, start_step, verbose=0, stop_signal=None):
+def fit(model, config, workdir, data, start_step, verbose=0, stop_signal=None, watchdog=None):
     """Trains from `start_step` to `config.total_steps`, checkpointing into `workdir`.
 
     Args:
         model: a compiled model (`compile_model`), restored to `start_step`.
         verbose: Keras' progress output (0: only `summaries.ProgressPrinter`'s lines).
-        stop_signal: see `make_callbacks`.
+        stop_signal, watchdog: see `make_callbacks`.
 
     Raises:
         TrainingDiverged: the loss or a weight became NaN or infinite; the message names the step
@@ -186,7 +195,7 @@ def fit(model, config, workdir, data, start_step, verbose=0, stop_signal=None):
             epochs=config.epochs,
             steps_per_epoch=config.steps_per_epoch,
             initial_step=start_step,
-            callbacks=make_callbacks(config, workdir, data, start_step, stop_signal),
+            callbacks=make_callbacks(config, workdir, data, start_step, stop_signal, watchdog),
             verbose=verbose,
         )
     except vicreg_callbacks.NonFiniteTrainingError as error:
@@ -208,16 +217,29 @@ def fit(model, config, workdir, data, start_step, verbose=0, stop_signal=None):
         ) from error
 
 
-def export(model, config, workdir, data):
+EXPORT_WAIT_S = 3600.0  # how long the other processes wait for process 0's export
+
+
+def export(model, config, workdir, data, watchdog=None):
     """Writes the backbone to `workdir/export/`: `backbone.keras` at the pretraining size and,
     from TensorFlow or JAX, the SavedModel `saved_model/`.
 
     The SavedModel's `serve` reads images as the evaluation does: a centre crop of
-    `config.eval_crop_fraction` resized to `pretraining.eval_image_size(config)` pixels.
+    `config.eval_crop_fraction` resized to `pretraining.eval_image_size(config)` pixels. In a job
+    of several processes process 0 exports and the others wait for it (up to `EXPORT_WAIT_S`
+    with a `watchdog.StallWatchdog`), so that none leaves the job while it writes.
 
     Returns:
-        {"backbone.keras": path, "saved_model": path or None (the torch backend)}.
+        {"backbone.keras": path, "saved_model": path or None (the torch backend)}; None on the
+        processes other than 0.
     """
+    if multihost.process_count() == 1:
+        return _export(model, config, workdir, data)
+    with watchdog.allow(EXPORT_WAIT_S) if watchdog else contextlib.nullcontext():
+        return multihost.on_writer(_export, model, config, workdir, data)
+
+
+def _export(model, config, workdir, data):
     directory = os.path.join(workdir, "export")
     gfile.makedirs(directory)
     # Stock Keras layers in the files, so that they load without keras_vicreg.

@@ -26,10 +26,12 @@ import keras
 class StallWatchdog(keras.callbacks.Callback):
     """Ends the process with `status` when no training step has finished for `timeout_s`.
 
-    Use it as a context manager around the whole job (joining, restoring, training, the final
-    wait for process 0), and as a `fit` callback so that each finished step counts as progress.
-    Known long waits that are not steps (the first step's compilation, process 0 writing the
-    export while the others wait) go inside `allow(seconds)`.
+    Use it as a context manager around the job and as a `fit` callback: it is armed when training
+    begins, each finished step counts as progress, and the first step (which compiles) gets twice
+    the time. Other waits to bound (the others waiting while process 0 writes the export) go
+    inside `allow(seconds)`; outside training and `allow` it is disarmed, so that the data's
+    preparation (scanning a dataset's images, decoding it into memory) can take as long as it
+    takes.
 
     Args:
         timeout_s: seconds without a finished step (or a `beat`) after which the process exits.
@@ -58,17 +60,28 @@ class StallWatchdog(keras.callbacks.Callback):
         with self._lock:
             self._deadline = self._clock() + (self.timeout_s if allowance_s is None else allowance_s)
 
+    def disarm(self):
+        """No deadline until the next `beat`."""
+        with self._lock:
+            self._deadline = None
+
     @contextlib.contextmanager
     def allow(self, seconds):
-        """A wait of up to `seconds` (plus `timeout_s`) that is not a step, e.g. compiling."""
+        """A wait of up to `seconds` (plus `timeout_s`) that is not a training step."""
         self.beat(seconds + self.timeout_s)
         try:
             yield
         finally:
-            self.beat()
+            self.disarm()
+
+    def on_train_begin(self, logs=None):
+        self.beat(2 * self.timeout_s)
 
     def on_train_batch_end(self, batch, logs=None):
         self.beat()
+
+    def on_train_end(self, logs=None):
+        self.disarm()
 
     def expired(self):
         """Whether the deadline has passed (what the thread checks)."""
@@ -96,7 +109,6 @@ class StallWatchdog(keras.callbacks.Callback):
         self._exit(self.status)
 
     def __enter__(self):
-        self.beat()
         self._stopped.clear()
         self._thread = threading.Thread(target=self._watch, name="StallWatchdog", daemon=True)
         self._thread.start()
