@@ -93,6 +93,8 @@ def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path):
     results = [np.load(tmp_path / f"worker{rank}.npz") for rank in range(WORKERS)]
     weights = [[result[f"arr_{i}"] for i in range(len(expected))] for result in results]
     assert int(results[0]["replicas"]) == WORKERS
+    for rank, result in enumerate(results):
+        assert result["input_context"].tolist() == [WORKERS, rank, GLOBAL_BATCH // WORKERS]
     assert _worst(initial, expected) > 1e-3  # training moved the weights
     assert _worst(weights[1], weights[0]) <= 1e-6
     assert _worst(weights[0], expected) <= 1e-5
@@ -115,6 +117,51 @@ def test_a_killed_process_makes_the_other_fail_within_bounded_time(tmp_path):
     assert survivor_rc != 0, survivor_output[-4000:]
     killed_at = float((tmp_path / "killed_at").read_text())
     assert survivor_end - killed_at < DEAD_PEER_BOUND_S, survivor_output[-4000:]
+
+
+def test_one_process_needs_no_process_group_and_bad_variables_raise(monkeypatch):
+    from keras_vicreg.training.multihost import torch_hosts
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not torch_hosts.initialize()
+    assert (torch_hosts.process_index(), torch_hosts.process_count()) == (0, 1)
+    assert torch_hosts.any_process(True) and not torch_hosts.any_process(False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match=r"\['RANK'"):
+        torch_hosts.initialize()
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    with pytest.raises(ValueError, match="RANK must be in"):
+        torch_hosts.initialize()
+
+
+def test_synchronised_batch_norm_saves_as_the_stock_layer_and_reloads_synchronised(tmp_path):
+    from keras_vicreg.models import torch_batch_norm
+    from keras_vicreg.models.vicreg import VICReg
+
+    model = _tiny_vicreg(seed=3)
+    plain = _tiny_vicreg(seed=3)
+    for layer in plain._flatten_layers():
+        layer.__dict__.pop("_moments", None)  # back to Keras' own moments
+    batch_norms = [layer for layer in model._flatten_layers()
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batch_norms) == 2 and all(map(torch_batch_norm.is_synchronized, batch_norms))
+    # One process: the statistics are Keras' own.
+    view_a, view_b = _global_batches()
+    for each in (model, plain):
+        each.fit(_batches(view_a, view_b, GLOBAL_BATCH), verbose=0)
+    assert _worst(model.get_weights(), plain.get_weights()) <= 1e-6
+    # Saved: stock BatchNormalization; VICReg's config re-synchronises its expander.
+    model.backbone.save(tmp_path / "backbone.keras")
+    reloaded = keras.saving.load_model(tmp_path / "backbone.keras")
+    layers = [layer for layer in reloaded._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [type(layer) for layer in layers] == [keras.layers.BatchNormalization]
+    assert not layers[0].synchronized and not torch_batch_norm.is_synchronized(layers[0])
+    rebuilt = VICReg.from_config(model.get_config())
+    assert torch_batch_norm.is_synchronized(rebuilt.expander.get_layer("bn_0"))
 
 
 def _tiny_vicreg(seed):
@@ -197,9 +244,12 @@ def _worker(mode, out_dir):
     gathered, gradient = _gather_gradient(rank)
     history = model.fit(_batches(view_a, view_b, half), verbose=0).history
     logs = {name: values[-1] for name, values in history.items()}
+    context = strategy.input_context()  # what the binary reads its shard of the input with
     np.savez(out_dir / f"worker{rank}.npz", *model.get_weights(), **logs,
              replicas=distribute.num_replicas(strategy), gathered=gathered,
-             gather_gradient=gradient)
+             gather_gradient=gradient, input_context=[
+                 context.num_input_pipelines, context.input_pipeline_id,
+                 context.get_per_replica_batch_size(GLOBAL_BATCH)])
     torch_hosts.barrier()
     torch_hosts.shutdown()
 

@@ -119,14 +119,14 @@ def get_strategy(name="default", *, tpu=None, devices=None):
     """
     _check_name(name, tpu, devices)
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return _tf_strategy(name, tpu, devices)
     if backend != "torch" and name == "data_parallel":
         raise ValueError(
             "strategy='data_parallel' is PyTorch's (torchrun); on TensorFlow use 'mirrored' or "
             "'multi_worker', on JAX 'mirrored'. "
             f"Received: strategy={name!r}, KERAS_BACKEND={backend!r}"
         )
+    if backend == "tensorflow":
+        return _tf_strategy(name, tpu, devices)
     if backend == "jax" and name in ("default", "mirrored"):
         return None if name == "default" else data_parallel(devices)
     if backend == "jax":

@@ -135,6 +135,9 @@ class Data:
         """Epoch `epoch`'s batches of pairs, in a fixed order, without the first `skip`."""
         if distribute.num_replicas(self.strategy) == 1:
             return self._pipeline(epoch, self.config.batch_size).skip(skip)
+        if keras.backend.backend() == "torch":  # torchrun: each process reads its own shard
+            context = self.strategy.input_context()
+            return self._pipeline(epoch, self.config.batch_size, context).skip(skip)
         if keras.backend.backend() != "tensorflow":  # JAX's DataParallel splits global batches
             return self._pipeline(epoch, self.config.batch_size).skip(skip)
         return self.strategy.distribute_datasets_from_function(

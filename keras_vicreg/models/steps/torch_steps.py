@@ -6,10 +6,12 @@ across the processes before the optimizer step, as the released code's Distribut
 does; so every process applies the same update to the same weights.
 
 The average is an all-reduce done here, by hand, rather than by wrapping the model in
-`torch.nn.parallel.DistributedDataParallel`: Keras' torch layers are `torch.nn.Module`s, but `fit`
-runs `train_step` -> `compute_terms` -> the sub-layers, never the module's `forward` through a DDP
-wrapper, and DDP reduces gradients only for a backward that follows its own `forward` (its reducer
-is armed there), so the gradients of a wrapped Keras model would silently stay per-process.
+`torch.nn.parallel.DistributedDataParallel`. Keras' torch layers are `torch.nn.Module`s whose
+variables are `nn.Parameter`s, so DDP accepts the model; but DDP averages gradients only for a
+backward that follows its own `forward` (its reducer is armed there), and `fit` runs
+`train_step` -> `compute_terms` -> the sub-layers, never the model through the wrapper: the
+gradients then silently stay per-process (checked with torch 2.13 and Keras 3.15: a model called
+directly gets its own process's gradient, the same model called through DDP the average).
 """
 
 import torch

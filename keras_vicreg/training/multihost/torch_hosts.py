@@ -119,10 +119,13 @@ def barrier():
 
 
 def broadcast_weights(model):
-    """Gives every process process 0's values of `model`'s variables, in place (collective).
+    """Gives every process process 0's weights of `model` and of its optimizer, in place.
 
-    Call it after building the model and before training, so that every process starts from the
-    same weights whatever its seed: the all-reduced gradients then keep them equal. The variables
+    Collective. Call it after building the model (and after restoring a checkpoint, where the
+    processes may have read different ones) and before training, so that every process starts from
+    the same weights whatever its seed: the averaged gradients then keep them equal. The model's
+    weights (`model.weights`: trainable, and BatchNorm's moving statistics) travel, and the
+    optimizer's variables once it is built; random seed states stay each process's own. They
     travel as one flat tensor per dtype, not one message each.
 
     Returns:
@@ -130,7 +133,11 @@ def broadcast_weights(model):
     """
     if process_count() == 1:
         return 0
-    tensors = [variable.value for variable in model.variables]
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        variables += list(optimizer.variables)
+    tensors = [variable.value for variable in variables]
     device = collective_device()
     for dtype in sorted({t.dtype for t in tensors}, key=str):
         group = [t for t in tensors if t.dtype == dtype]
