@@ -114,9 +114,23 @@ def test_bad_strategy_options_raise_a_clear_error(kwargs, message):
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's refusal")
 @pytest.mark.parametrize("name", ["mirrored", "multi_worker", "tpu"])
 def test_torch_backend_refuses_distributed_strategies(name):
-    with pytest.raises(ValueError, match="single device with the torch backend"):
+    with pytest.raises(ValueError, match="torchrun .* strategy='data_parallel'"):
         distribute.get_strategy(name)
     assert distribute.get_strategy("default") is None
+
+
+@pytest.mark.backend_neutral
+@pytest.mark.parametrize("name", ["data_parallel"])
+def test_data_parallel_is_torchs_strategy(name, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if keras.backend.backend() != "torch":
+        with pytest.raises(ValueError, match="PyTorch's"):
+            distribute.get_strategy(name)
+        return
+    strategy = distribute.get_strategy(name)  # one process: no process group
+    assert distribute.num_replicas(strategy) == 1
+    context = strategy.input_context()
+    assert (context.num_input_pipelines, context.input_pipeline_id) == (1, 0)
 
 
 @pytest.mark.backend_neutral
@@ -170,8 +184,8 @@ def test_sync_batch_norm_converts_nested_layers_and_keeps_weights(tmp_path):
 
 
 @pytest.mark.backend_neutral
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="the other backends' refusal")
-def test_sync_batch_norm_is_refused_off_tensorflow():
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's refusal")
+def test_sync_batch_norm_is_refused_on_jax():
     with pytest.raises(ValueError, match="TensorFlow"):
         distribute.sync_batch_norm(keras.Sequential([keras.layers.Dense(2)]))
 

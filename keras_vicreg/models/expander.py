@@ -5,6 +5,8 @@ without bias, with no BatchNormalization and no activation, as in the released c
 uses PyTorch's defaults (epsilon 1e-5, momentum 0.1, which is Keras momentum 0.9).
 """
 
+import importlib
+
 import keras
 
 
@@ -34,7 +36,8 @@ def build_expander(spec, *, batch_norm=True, synchronized=False, name="expander"
         batch_norm: put BatchNormalization after each hidden Dense layer (the paper's default; the
             ablation without it is `batch_norm=False`).
         synchronized: synchronise the BatchNormalization statistics across replicas
-            (TensorFlow distribution strategies; the released code uses SyncBatchNorm).
+            (TensorFlow distribution strategies, and on PyTorch the processes of a torchrun job:
+            `torch_batch_norm.synchronize`; the released code uses SyncBatchNorm).
         name: the model's name.
 
     Returns:
@@ -45,11 +48,19 @@ def build_expander(spec, *, batch_norm=True, synchronized=False, name="expander"
     for index, width in enumerate(widths[:-1]):
         layers.append(keras.layers.Dense(width, name=f"dense_{index}"))
         if batch_norm:
-            layers.append(
-                keras.layers.BatchNormalization(
-                    epsilon=1e-5, momentum=0.9, synchronized=synchronized, name=f"bn_{index}"
-                )
-            )
+            layers.append(_batch_norm(synchronized, f"bn_{index}"))
         layers.append(keras.layers.ReLU(name=f"relu_{index}"))
     layers.append(keras.layers.Dense(widths[-1], use_bias=False, name=f"dense_{len(widths) - 1}"))
     return keras.Sequential(layers, name=name)
+
+
+def _batch_norm(synchronized, name):
+    """BatchNormalization with PyTorch's defaults, synchronised across replicas if asked."""
+    # Keras refuses synchronized=True outside TensorFlow; PyTorch synchronises its own way.
+    on_torch = keras.backend.backend() == "torch"
+    layer = keras.layers.BatchNormalization(
+        epsilon=1e-5, momentum=0.9, synchronized=synchronized and not on_torch, name=name
+    )
+    if synchronized and on_torch:
+        importlib.import_module("keras_vicreg.models.torch_batch_norm").synchronize(layer)
+    return layer

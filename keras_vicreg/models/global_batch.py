@@ -1,14 +1,16 @@
-"""VICReg's loss on the global batch when a TensorFlow strategy splits the batch over replicas.
+"""VICReg's loss on the global batch when a TensorFlow strategy or torchrun splits the batch.
 
 VICReg's variance and covariance are statistics of the whole batch; computed over each replica's
 own rows they would silently change the method. `VICReg.compute_terms` therefore gathers every
 replica's embeddings (`cross_replica_gather`) and takes the loss of the global batch
 (`global_batch_vicreg_loss`), each replica computing only its own block of rows of the covariance.
-On one device, on JAX (one SPMD program over the global batch) and on PyTorch, both are plain
-`vicreg_loss`. This is the model's half of distribution; choosing and scoping a strategy is
+The replicas are a TensorFlow strategy's, or on PyTorch the processes of a `torch.distributed`
+group (`torch_global_batch`, one process per replica). On one device and on JAX (one SPMD program
+over the global batch), both are plain `vicreg_loss`. This is the model's half of distribution; choosing and scoping a strategy is
 `keras_vicreg.training.distribute`'s.
 """
 
+import importlib
 import inspect
 
 import keras
@@ -34,14 +36,26 @@ def _multi_replica_context():
     return context
 
 
+def _torch_group():
+    """`torch_global_batch` when a `torch.distributed` group of several processes runs, else None.
+
+    Imported on the torch backend only, so that other backends never import torch.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    group = importlib.import_module("keras_vicreg.models.torch_global_batch")
+    return group if group.distributed() else None
+
+
 def cross_replica_gather(z):
     """The rows of every replica, concatenated in replica order; `z` itself outside replicas.
 
     Under a TensorFlow strategy with several replicas (inside `strategy.run`, which is where
     `train_step` runs), each replica gets the whole global batch. The gradient of the gather is the
     adjoint of that copy: the upstream gradients of every replica are summed (all-reduce) and each
-    replica keeps the rows it contributed. On one device, and on JAX (whose SPMD program already
-    sees the global batch) and PyTorch, it is the identity.
+    replica keeps the rows it contributed. On PyTorch with several processes
+    (`torch_global_batch.gather`), the same across processes. On one device, and on JAX (whose SPMD
+    program already sees the global batch), it is the identity.
 
     Args:
         z: this replica's rows, shape (n, ...).
@@ -49,6 +63,9 @@ def cross_replica_gather(z):
     Returns:
         The global batch, shape (sum of the replicas' n, ...).
     """
+    torch_group = _torch_group()
+    if torch_group is not None:
+        return torch_group.gather(z)
     context = _multi_replica_context()
     if context is None:
         return z
@@ -82,8 +99,8 @@ def cross_replica_gather(z):
 def global_batch_vicreg_loss(z_a, z_b, **options):
     """`losses.vicreg_loss` of the gathered embeddings, the covariance split over the replicas.
 
-    Outside a multi-replica TensorFlow context this is `losses.vicreg_loss(z_a, z_b, **options)`.
-    Inside one, `z_a` and `z_b` are the global batch (see `cross_replica_gather`), every replica
+    Outside a multi-replica TensorFlow context or a `torch.distributed` group of several processes
+    this is `losses.vicreg_loss(z_a, z_b, **options)`. Inside one, `z_a` and `z_b` are the global batch (see `cross_replica_gather`), every replica
     computes the invariance and variance terms on it (O(N d)), and only its own block of rows of the
     covariance term (`losses.covariance_loss_block`); the blocks' shares are summed across
     replicas. Every replica returns the same terms, equal to those of one device on the global
@@ -97,8 +114,9 @@ def global_batch_vicreg_loss(z_a, z_b, **options):
     Returns:
         The dict of `losses.vicreg_loss`.
     """
-    context = _multi_replica_context()
-    if context is None:
+    torch_group = _torch_group()
+    context = None if torch_group is not None else _multi_replica_context()
+    if torch_group is None and context is None:
         return losses.vicreg_loss(z_a, z_b, **options)
     unknown = set(options) - set(_VICREG_DEFAULTS)
     if unknown:
@@ -110,11 +128,17 @@ def global_batch_vicreg_loss(z_a, z_b, **options):
     gamma, eps, method = options["gamma"], options["eps"], options["covariance"]
     invariance = losses.invariance_loss(z_a, z_b)
     variance = (losses.variance_loss(z_a, gamma, eps) + losses.variance_loss(z_b, gamma, eps)) / 2.0
-    block, blocks = context.replica_id_in_sync_group, context.num_replicas_in_sync
+    if torch_group is not None:
+        block, blocks = torch_group.rank_and_size()
+    else:
+        block, blocks = context.replica_id_in_sync_group, context.num_replicas_in_sync
     share = losses.covariance_loss_block(z_a, block, blocks, method) + losses.covariance_loss_block(
         z_b, block, blocks, method
     )
-    covariance = context.all_reduce(tf.distribute.ReduceOp.SUM, share)
+    if torch_group is not None:
+        covariance = torch_group.all_reduce_sum(share)
+    else:
+        covariance = context.all_reduce(tf.distribute.ReduceOp.SUM, share)
     loss = (
         options["sim_coeff"] * invariance
         + options["std_coeff"] * variance

@@ -14,14 +14,17 @@ device's own rows silently changes the method. This module keeps them global on 
   SPMD program over the global batch, so the loss already is the global-batch loss; XLA partitions
   it across the devices, the Gram covariance into blocks of rows (its FLOP count per device falls
   as 1/R: benchmarks/distributed_loss.py).
-- PyTorch: one device; any other strategy is an error.
+- PyTorch (`data_parallel`: one process per device, started by torchrun): `torch.distributed`
+  (`keras_vicreg.training.multihost.torch_hosts`); each process reads its own shard of the input
+  (`TorchDataParallel.input_context`), the embeddings are gathered across processes as on
+  TensorFlow (`global_batch`) and the gradients averaged across them (`steps.torch_steps`).
 
 The gather and the global-batch loss are the model's (`keras_vicreg.models.global_batch`,
 re-exported here); this module chooses, scopes and checks the strategy they run under.
 
 BatchNormalization must be synchronised across replicas too, or its statistics are per-device:
 `VICReg(sync_batch_norm=True)` for the expander and `sync_batch_norm(backbone)` for a backbone
-(TensorFlow; under JAX's SPMD the statistics are already those of the global batch).
+(TensorFlow and PyTorch; under JAX's SPMD the statistics are already those of the global batch).
 
 What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/guide.md):
 - global batches of one size, divisible by the number of replicas: batch with `drop_remainder=True`
@@ -35,13 +38,42 @@ What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/g
 """
 
 import contextlib
+import importlib
 
 import keras
 
 from keras_vicreg.models.global_batch import cross_replica_gather  # noqa: F401
 from keras_vicreg.models.global_batch import global_batch_vicreg_loss  # noqa: F401
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu", "data_parallel")
+
+
+def _torch_hosts():
+    return importlib.import_module("keras_vicreg.training.multihost.torch_hosts")
+
+
+class TorchDataParallel:
+    """PyTorch's data parallelism over the processes of a torchrun job, as `get_strategy` gives it.
+
+    It holds nothing: `torch.distributed` is the state. `num_replicas_in_sync` is the number of
+    processes (one device each), `scope()` a no-op, and `input_context()` the
+    `tf.distribute.InputContext` with which each process reads its own shard of the input, batches
+    of `global batch / processes` pairs (`keras_vicreg.data.two_view_dataset(...,
+    input_context=...)`).
+    """
+
+    @property
+    def num_replicas_in_sync(self):
+        return _torch_hosts().process_count()
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def input_context(self):
+        """This process's `tf.distribute.InputContext`: one input pipeline per process."""
+        from keras_vicreg.training import multihost
+
+        return multihost.input_context()
 
 
 def _check_name(name, tpu, devices):
@@ -68,7 +100,8 @@ def get_strategy(name="default", *, tpu=None, devices=None):
     Args:
         name: "default" (one device), "mirrored" (all local GPUs, or `devices`), "multi_worker"
             (`tf.distribute.MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
-            variable) or "tpu" (`tf.distribute.TPUStrategy`).
+            variable), "tpu" (`tf.distribute.TPUStrategy`) or, on PyTorch, "data_parallel" (the
+            processes of a torchrun job: this joins their process group, `torch_hosts.initialize`).
         tpu: for "tpu", the TPU's name or grpc address given to `TPUClusterResolver` ("local" on
             a TPU VM); None reads the `TPU_NAME` environment variable.
         devices: for "mirrored", the devices to mirror over, e.g. ["/cpu:0", "/cpu:1"]; None:
@@ -76,10 +109,17 @@ def get_strategy(name="default", *, tpu=None, devices=None):
 
     Returns:
         TensorFlow: a `tf.distribute.Strategy`. JAX: a `keras.distribution.DataParallel` for
-        "mirrored", None for "default". PyTorch: None.
+        "mirrored", None for "default". PyTorch: None for "default", a `TorchDataParallel` for
+        "data_parallel".
     """
     _check_name(name, tpu, devices)
     backend = keras.backend.backend()
+    if backend != "torch" and name == "data_parallel":
+        raise ValueError(
+            "strategy='data_parallel' is PyTorch's (torchrun); on TensorFlow use 'mirrored' or "
+            "'multi_worker', on JAX 'mirrored'. "
+            f"Received: strategy={name!r}, KERAS_BACKEND={backend!r}"
+        )
     if backend == "tensorflow":
         return _tf_strategy(name, tpu, devices)
     if backend == "jax" and name in ("default", "mirrored"):
@@ -90,10 +130,13 @@ def get_strategy(name="default", *, tpu=None, devices=None):
             "every device JAX sees (TPU cores included); several hosts also need "
             f"keras.distribution.initialize() first. Received: strategy={name!r}"
         )
+    if name == "data_parallel":
+        _torch_hosts().initialize()
+        return TorchDataParallel()
     if name != "default":
         raise ValueError(
-            "keras-vicreg trains on a single device with the torch backend; for several devices "
-            "use KERAS_BACKEND=tensorflow (tf.distribute) or KERAS_BACKEND=jax (DataParallel). "
+            "On the torch backend, train on several devices or hosts with one process each: "
+            "`torchrun --nproc_per_node=P ...` and strategy='data_parallel'. "
             f"Received: strategy={name!r}"
         )
     return None
@@ -166,11 +209,12 @@ def sync_batch_norm(model):
     """Makes every BatchNormalization layer in `model` synchronised across replicas, in place.
 
     For a backbone's BatchNormalization (the expander's is `VICReg(sync_batch_norm=True)`): under a
-    TensorFlow strategy its statistics are then those of the global batch. The weights and the
-    layers are kept; `get_config` reports `synchronized=True`, so a saved model reloads
-    synchronised. Call it before `compile`/`fit`, whose traced step keeps the setting it saw.
-    TensorFlow only: under JAX's DataParallel the statistics already are those of the global
-    batch.
+    TensorFlow strategy, or across the processes of a torchrun job, its statistics are then those
+    of the global batch. The weights and the layers are kept. On TensorFlow `get_config` reports
+    `synchronized=True`, so a saved model reloads synchronised; on PyTorch the layers keep the stock
+    class and config (`keras_vicreg.models.torch_batch_norm`), so a saved model reloads plain.
+    Call it before `compile`/`fit`, whose traced step keeps the setting it saw. Not on JAX: under
+    DataParallel the statistics already are those of the global batch.
 
     Args:
         model: a Keras model or layer (nested models are converted too).
@@ -178,9 +222,11 @@ def sync_batch_norm(model):
     Returns:
         The number of BatchNormalization layers now synchronised.
     """
+    if keras.backend.backend() == "torch":
+        return importlib.import_module("keras_vicreg.models.torch_batch_norm").sync_batch_norm(model)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
-            "Synchronised BatchNormalization is a TensorFlow (tf.distribute) option; on JAX, "
+            "Synchronised BatchNormalization is a TensorFlow and PyTorch option; on JAX, "
             "DataParallel already normalises over the global batch. "
             f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
         )

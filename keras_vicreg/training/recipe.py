@@ -73,10 +73,11 @@ def make_model(config, channels, strategy=None):
         )
     if options.experimental_cpu_kernels:
         cpu_kernels.use_cpu_kernels(backbone)
-    # Synchronised BatchNormalization matters, and exists, only across tf.distribute replicas.
+    # Synchronised BatchNormalization across tf.distribute replicas or torch.distributed processes
+    # (under JAX's DataParallel the statistics already are the global batch's).
     sync = (
         options.sync_batch_norm
-        and keras.backend.backend() == "tensorflow"
+        and keras.backend.backend() in ("tensorflow", "torch")
         and distribute.num_replicas(strategy) > 1
     )
     if sync:
@@ -119,6 +120,7 @@ def restore_checkpoint(model, config, workdir):
     """Restores the newest checkpoint of `workdir`, if any; returns the step to start from."""
     directory = os.path.join(workdir, "checkpoints")
     step = checkpointing.restore_latest(model, directory)
+    multihost.broadcast_weights(model)  # PyTorch: every process starts from process 0's weights
     if step == 0:
         print(f"Starting from scratch: no checkpoint in {directory}.", flush=True)
     else:

@@ -93,6 +93,15 @@ def on_writer(function, *args, **kwargs):
     return result
 
 
+def broadcast_weights(model):
+    """Gives every process process 0's weights and optimizer state (PyTorch, whose processes each
+    hold their own copy); a no-op on JAX and TensorFlow, whose engines keep one copy in sync."""
+    if process_count() > 1 and keras.backend.backend() == "torch":
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        _backend_module().broadcast_weights(model)
+
+
 def input_context():
     """This process's shard of the input, for `two_view_dataset(..., input_context=...)`; None
     for a job of one process.
