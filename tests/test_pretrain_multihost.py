@@ -99,7 +99,7 @@ class Job:
             return [log.read_text() for log in self.logs]
         outputs = []
         for rank in range(2):
-            files = [p for p in self.logs[0].parent.glob(f"torchrun/**/{rank}/stdout.log")]
+            files = sorted(self.logs[0].parent.glob(f"torchrun/**/{rank}/std*.log"))
             outputs.append("".join(p.read_text(errors="replace") for p in files))
         return outputs
 
@@ -126,10 +126,14 @@ class Job:
         if BACKEND != "torch":
             self.processes[index].send_signal(signum)
             return
-        pids = subprocess.run(["pgrep", "-f", "-s", str(self.processes[0].pid),
-                               "trainers.pretrain"], capture_output=True, text=True).stdout.split()
-        workers = sorted(int(pid) for pid in pids if int(pid) != self.processes[0].pid)
-        os.kill(workers[index], signum)
+        children = subprocess.run(["pgrep", "-P", str(self.processes[0].pid)],
+                                  capture_output=True, text=True).stdout.split()
+        for pid in map(int, children):  # torchrun's workers: the one whose RANK is `index`
+            environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"RANK={index}".encode() in environ:
+                os.kill(pid, signum)
+                return
+        pytest.fail(f"no worker of rank {index} among torchrun's children {children}")
 
     def kill(self):
         for process in self.processes:
@@ -189,6 +193,18 @@ def test_only_process_0_writes_and_prints(finished):
     assert not list(workdir.rglob("*.tmp*")) and not list(workdir.rglob("*partial*"))
 
 
+def _assert_preempted(job, codes):
+    """Every process exited PREEMPTED after its checkpoint. torchrun itself exits 1 when a worker
+    exits non-zero, naming each worker's status in its report."""
+    if BACKEND == "torch":
+        assert codes == [1], job.output()[-6000:]
+        assert job.output().count(f"exitcode  : {exit_codes.PREEMPTED}") >= 1, job.output()[-6000:]
+        assert all("Stopped by SIGTERM after step" in out for out in job.worker_outputs())
+        return
+    assert codes == [exit_codes.PREEMPTED] * len(codes), job.output()[-6000:]
+    assert all("Stopped by SIGTERM after step" in out for out in job.worker_outputs())
+
+
 def test_sigterm_stops_both_processes_and_the_relaunch_reaches_the_same_weights(
         finished, tmp_path, jobs):
     workdir = tmp_path / "w"
@@ -196,7 +212,7 @@ def test_sigterm_stops_both_processes_and_the_relaunch_reaches_the_same_weights(
     job.wait_for("step 8/")
     job.signal_worker(1, signal.SIGTERM)  # the notice reaches one host only
     codes = job.wait()
-    assert codes == [exit_codes.PREEMPTED] * len(codes), job.output()[-6000:]
+    _assert_preempted(job, codes)
     stopped = checkpointing.latest_checkpoint(str(workdir / "checkpoints"))[0]
     assert 8 <= stopped < TOTAL_STEPS
     relaunch = jobs(workdir, tmp_path / "logs2")
@@ -217,7 +233,10 @@ def test_a_second_job_is_refused_and_a_killed_peer_ends_the_job(tmp_path, jobs):
     first.wait_for("step 3/")
     second = jobs(workdir, tmp_path / "logs2")
     codes = second.wait()
-    assert exit_codes.INVALID_CONFIG in codes and 0 not in codes, second.output()[-6000:]
+    if BACKEND == "torch":  # torchrun exits 1 and names each worker's status
+        assert codes == [1] and f"exitcode  : {exit_codes.INVALID_CONFIG}" in second.output()
+    else:
+        assert exit_codes.INVALID_CONFIG in codes and 0 not in codes, second.output()[-6000:]
     assert "job.lock" in second.output()
     first.signal_worker(1, signal.SIGKILL)
     killed_at = time.monotonic()

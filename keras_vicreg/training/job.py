@@ -49,8 +49,11 @@ def running(workdir, peer_timeout_s=None, *, lock=True):
         A `RunningJob`.
     """
     with contextlib.ExitStack() as stack:
+        def lock_the_workdir():
+            stack.enter_context(workdir_lock.WorkdirLock(workdir))
+
         if lock:
-            multihost.on_writer(lambda: stack.enter_context(workdir_lock.WorkdirLock(workdir)))
+            multihost.on_writer(lock_the_workdir)
         local = stack.enter_context(preemption.PreemptionSignal())
         if multihost.process_count() == 1:
             yield RunningJob(local)
