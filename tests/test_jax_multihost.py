@@ -96,7 +96,10 @@ def job(tmp_path_factory):
     loss = reference.fit(_dataset(), verbose=0).history["loss"][-1]
     _wait(workers)
     results = [dict(np.load(out_dir / f"process{index}.npz")) for index in range(PROCESSES)]
-    return dict(results=results, initial=initial, expected=reference.get_weights(), loss=loss)
+    return dict(
+        results=results, initial=initial, expected=reference.get_weights(), loss=loss,
+        out_dir=out_dir,
+    )
 
 
 def test_two_processes_train_as_one_on_the_global_batch(job):
@@ -110,17 +113,81 @@ def test_two_processes_train_as_one_on_the_global_batch(job):
         assert abs(float(result["loss"]) - job["loss"]) <= 1e-5 * job["loss"]
 
 
-def test_a_checkpoint_saved_by_process_0_loads_back_on_every_process(job):
+def test_process_0_alone_saves_a_checkpoint_and_exports_the_backbone(job):
+    exported = keras.saving.load_model(job["out_dir"] / "backbone.keras").get_weights()
+    assert _worst(exported, _arrays(job["results"][0], "backbone_")) == 0.0
     for result in job["results"]:
         loaded = _arrays(result, "loaded_")
         assert _worst(_arrays(result, "initial_"), loaded) > 1e-3  # loading changed the weights
         assert _worst(loaded, _arrays(job["results"][0], "trained_")) == 0.0
+        assert bool(result["spans_processes"])  # still one global array over both processes
 
 
 def test_any_process_is_true_everywhere_when_one_process_says_so(job):
     for result in job["results"]:
         assert bool(result["any_of_process_1"]) is True
         assert bool(result["any_of_none"]) is False
+
+
+def _job(addresses="localhost:1234", num_processes="2", process_id="0"):
+    values = dict(
+        KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses,
+        KERAS_DISTRIBUTION_NUM_PROCESSES=num_processes,
+        KERAS_DISTRIBUTION_PROCESS_ID=process_id,
+    )
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def test_job_settings_reads_the_three_variables():
+    from keras_vicreg.training.multihost import jax_hosts
+
+    assert jax_hosts.job_settings({}) is None
+    assert jax_hosts.job_settings(_job(process_id="1")) == ("localhost:1234", 2, 1)
+    assert jax_hosts.job_settings(_job("10.0.0.1:1234, 10.0.0.2:1234")) == (
+        "10.0.0.1:1234, 10.0.0.2:1234", 2, 0
+    )
+
+
+@pytest.mark.parametrize(
+    "environ, named",
+    [
+        (_job(process_id=None), "KERAS_DISTRIBUTION_PROCESS_ID"),
+        (_job(addresses=None, num_processes=None), "KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+        (_job(process_id="2"), "KERAS_DISTRIBUTION_PROCESS_ID"),
+        (_job(process_id="-1"), "KERAS_DISTRIBUTION_PROCESS_ID"),
+        (_job(num_processes="two"), "KERAS_DISTRIBUTION_NUM_PROCESSES"),
+        (_job(num_processes="0", process_id="0"), "KERAS_DISTRIBUTION_NUM_PROCESSES"),
+        (_job("a:1,b:2,c:3"), "KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+        (_job("localhost"), "KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+    ],
+)
+def test_job_settings_names_the_variable_to_fix(environ, named):
+    from keras_vicreg.training.multihost import jax_hosts
+
+    with pytest.raises(ValueError, match=named):
+        jax_hosts.job_settings(environ)
+
+
+def test_initialize_without_the_variables_is_one_process(monkeypatch):
+    import jax
+
+    from keras_vicreg.training.multihost import jax_hosts
+
+    for name in _job():
+        monkeypatch.delenv(name, raising=False)
+    assert jax_hosts.initialize() == 1
+    assert not jax.distributed.is_initialized()
+    with pytest.raises(ValueError, match="heartbeat_timeout_s"):
+        jax_hosts.initialize(heartbeat_timeout_s=0)
+
+
+def test_the_data_parallel_strategy_is_every_process_devices_fed_per_process():
+    from keras_vicreg.training import distribute
+
+    strategy = distribute.get_strategy("data_parallel")
+    assert isinstance(strategy, keras.distribution.DataParallel)
+    assert strategy.auto_shard_dataset is False
+    assert list(strategy.device_mesh.devices.ravel()) == keras.distribution.list_devices()
 
 
 def _tiny_vicreg():
@@ -155,7 +222,7 @@ def _dataset(input_context=None):
 
 
 def _worker(out_dir):
-    """One process: train under DataParallel, checkpoint through process 0, any_process."""
+    """One process: train under DataParallel, save and export on process 0, load, any_process."""
     from keras_vicreg.training.multihost import jax_hosts
 
     assert jax_hosts.initialize() == PROCESSES
@@ -168,23 +235,28 @@ def _worker(out_dir):
         model = _tiny_vicreg()
         model.set_weights(initial)
         loss = model.fit(_dataset(jax_hosts.input_context()), verbose=0).history["loss"][-1]
-        trained = model.get_weights()
+        trained, backbone = model.get_weights(), model.backbone.get_weights()
         checkpoint = out_dir / "checkpoint.weights.h5"
         if index == 0:
             with jax_hosts.local_scope():
                 model.save_weights(checkpoint)
+                model.backbone.save(out_dir / "backbone.keras")
         jax_hosts.barrier()
         model.set_weights(initial)
-        model.load_weights(checkpoint)
+        with jax_hosts.local_scope():
+            model.load_weights(checkpoint)
         loaded = model.get_weights()
+        spans_processes = not model.trainable_variables[0].value.is_fully_addressable
     results = {f"trained_{i}": w for i, w in enumerate(trained)}
     results.update({f"loaded_{i}": w for i, w in enumerate(loaded)})
     results.update({f"initial_{i}": w for i, w in enumerate(initial)})
+    results.update({f"backbone_{i}": w for i, w in enumerate(backbone)})
     np.savez(
         out_dir / f"process{index}.npz",
         **results,
         loss=loss,
         process_count=jax_hosts.process_count(),
+        spans_processes=spans_processes,
         devices=len(distribution.device_mesh.devices.ravel()),
         any_of_process_1=jax_hosts.any_process(index == 1),
         any_of_none=jax_hosts.any_process(False),

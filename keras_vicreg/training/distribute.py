@@ -10,8 +10,9 @@ device's own rows silently changes the method. This module keeps them global on 
   summed across replicas, so no replica computes the whole term and its cost falls with the number
   of replicas. The train step divides the loss by the number of replicas, so that the gradients
   Keras sums across replicas equal the single-device gradient of the global-batch loss.
-- JAX (`mirrored`: `keras.distribution.DataParallel` over every device JAX sees): the step is one
-  SPMD program over the global batch, so the loss already is the global-batch loss; XLA partitions
+- JAX (`mirrored`: `keras.distribution.DataParallel` over every device JAX sees; `data_parallel`:
+  the same over every device of several processes, `multihost.jax_hosts`): the step is one SPMD
+  program over the global batch, so the loss already is the global-batch loss; XLA partitions
   it across the devices, the Gram covariance into blocks of rows (its FLOP count per device falls
   as 1/R: benchmarks/distributed_loss.py).
 - PyTorch: one device; any other strategy is an error.
@@ -41,7 +42,7 @@ import keras
 from keras_vicreg.models.global_batch import cross_replica_gather  # noqa: F401
 from keras_vicreg.models.global_batch import global_batch_vicreg_loss  # noqa: F401
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu", "data_parallel")
 
 
 def _check_name(name, tpu, devices):
@@ -68,7 +69,9 @@ def get_strategy(name="default", *, tpu=None, devices=None):
     Args:
         name: "default" (one device), "mirrored" (all local GPUs, or `devices`), "multi_worker"
             (`tf.distribute.MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
-            variable) or "tpu" (`tf.distribute.TPUStrategy`).
+            variable), "tpu" (`tf.distribute.TPUStrategy`) or, on JAX, "data_parallel"
+            (`DataParallel` over every process's devices, each process feeding its own rows:
+            `multihost.jax_hosts.data_parallel`, after `jax_hosts.initialize()`).
         tpu: for "tpu", the TPU's name or grpc address given to `TPUClusterResolver` ("local" on
             a TPU VM); None reads the `TPU_NAME` environment variable.
         devices: for "mirrored", the devices to mirror over, e.g. ["/cpu:0", "/cpu:1"]; None:
@@ -76,19 +79,29 @@ def get_strategy(name="default", *, tpu=None, devices=None):
 
     Returns:
         TensorFlow: a `tf.distribute.Strategy`. JAX: a `keras.distribution.DataParallel` for
-        "mirrored", None for "default". PyTorch: None.
+        "mirrored" and "data_parallel", None for "default". PyTorch: None.
     """
     _check_name(name, tpu, devices)
     backend = keras.backend.backend()
+    if name == "data_parallel" and backend != "jax":
+        raise ValueError(
+            "strategy='data_parallel' is the JAX backend's multi-process engine; on TensorFlow use "
+            f"'multi_worker'. Received: strategy={name!r}, KERAS_BACKEND={backend!r}"
+        )
     if backend == "tensorflow":
         return _tf_strategy(name, tpu, devices)
     if backend == "jax" and name in ("default", "mirrored"):
         return None if name == "default" else data_parallel(devices)
+    if backend == "jax" and name == "data_parallel":
+        from keras_vicreg.training.multihost import jax_hosts
+
+        return jax_hosts.data_parallel()
     if backend == "jax":
         raise ValueError(
-            "On the JAX backend use strategy='mirrored': keras.distribution.DataParallel over "
-            "every device JAX sees (TPU cores included); several hosts also need "
-            f"keras.distribution.initialize() first. Received: strategy={name!r}"
+            "On the JAX backend use strategy='mirrored' (keras.distribution.DataParallel over "
+            "every device JAX sees, TPU cores included) or, for several processes, "
+            "'data_parallel' (after multihost.jax_hosts.initialize()). "
+            f"Received: strategy={name!r}"
         )
     if name != "default":
         raise ValueError(

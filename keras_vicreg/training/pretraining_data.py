@@ -136,7 +136,7 @@ class Data:
         if distribute.num_replicas(self.strategy) == 1:
             return self._pipeline(epoch, self.config.batch_size).skip(skip)
         if keras.backend.backend() != "tensorflow":  # JAX's DataParallel splits global batches
-            return self._pipeline(epoch, self.config.batch_size).skip(skip)
+            return self._pipeline(epoch, self.config.batch_size, _process_input()).skip(skip)
         return self.strategy.distribute_datasets_from_function(
             lambda context: self._pipeline(epoch, self.config.batch_size, context).skip(skip)
         )
@@ -151,6 +151,15 @@ class Data:
                 f"Received: config.summary_examples={self.config.summary_examples}"
             )
         return tuple(np.asarray(view) for view in batch)
+
+
+def _process_input():
+    """JAX with several processes: this process's input (its shard, the per-process batch)."""
+    if keras.backend.backend() != "jax":
+        return None
+    from keras_vicreg.training.multihost import jax_hosts
+
+    return jax_hosts.input_context() if jax_hosts.process_count() > 1 else None
 
 
 def _host_tensor(array):

@@ -98,7 +98,7 @@ def _on_cloud_tpu():
     return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
 
 
-def initialize():
+def initialize(heartbeat_timeout_s=None):
     """Joins the job: `keras.distribution.initialize()`; call it before anything else uses JAX.
 
     A no-op (a job of one process) when none of the KERAS_DISTRIBUTION_* variables is set and the
@@ -108,9 +108,29 @@ def initialize():
     variable chose another), which Keras' own initialisation (a psum over the CPU devices, for a
     common random seed) and CPU-only jobs need.
 
+    When a process dies, JAX's coordination service (run by process 0) declares it dead once it has
+    missed its heartbeats for `heartbeat_timeout_s`, and then aborts every other process (SIGABRT),
+    whatever it is doing; when process 0 dies, the others abort at once. Keras'
+    `initialize` keeps JAX's default timeout (100 s); a number here joins through
+    `jax.distributed.initialize` with that timeout instead, followed by Keras' agreement on a
+    common random seed, which is all `keras.distribution.initialize()` adds.
+
+    Args:
+        heartbeat_timeout_s: seconds without heartbeats after which a process counts as dead;
+            None: JAX's default.
+
     Returns:
         The number of processes of the job.
     """
+    if heartbeat_timeout_s is not None and (
+        isinstance(heartbeat_timeout_s, bool)
+        or not isinstance(heartbeat_timeout_s, int)
+        or heartbeat_timeout_s < 1
+    ):
+        raise ValueError(
+            "`heartbeat_timeout_s` is a whole number of seconds, at least 1, or None for JAX's "
+            f"default. Received: heartbeat_timeout_s={heartbeat_timeout_s!r}"
+        )
     settings = job_settings()
     if jax.distributed.is_initialized():
         return jax.process_count()
@@ -118,7 +138,21 @@ def initialize():
         return 1
     if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    keras.distribution.initialize()
+    if heartbeat_timeout_s is None:
+        keras.distribution.initialize()
+        return jax.process_count()
+    address, count, index = settings or (None, None, None)
+    jax.distributed.initialize(
+        coordinator_address=None if address is None else address.split(",")[0].strip(),
+        num_processes=count,
+        process_id=index,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+    )
+    # What keras.distribution.initialize() runs after jax.distributed.initialize: one random seed
+    # for every process (unless one was set), so that every process initialises the same weights.
+    from keras.src.backend.jax.distribution_lib import initialize_rng
+
+    initialize_rng()
     return jax.process_count()
 
 
@@ -161,15 +195,19 @@ def data_parallel():
 
 @contextlib.contextmanager
 def local_scope():
-    """A scope without a Keras distribution, for what one process does alone (process 0 writing).
+    """A scope without a Keras distribution: for Keras' saving and loading, and one-process work.
 
     Under a multi-process distribution, creating a Keras variable places its value on every
-    process's devices, which is a collective (JAX checks that every process passes the same value):
-    on one process alone it waits for the others forever. Keras' saving creates such variables
-    (`model.save_weights` and `model.save` build a reference `Optimizer` to list the attributes
-    they skip), so process 0 saves inside this scope. Reading the model's variables needs no
-    collective: they are replicated, and every process holds the whole value. Running the model
-    (`predict`, a probe) is a collective, so no scope makes it work on one process alone.
+    process's devices, a collective (JAX checks that every process passes the same value): on one
+    process alone it waits for the others forever, and where the others are in another collective
+    the two get mixed up. Keras' saving and loading create such variables the first time they run
+    in a process (a reference `Optimizer`, to list the attributes they skip; then cached), so a
+    process 0 that saves alone hangs, and a later `load_weights` on every process would run that
+    collective on the processes that never saved only. Run every `save_weights`, `load_weights`
+    and `save` inside this scope: saving reads the replicated variables without a collective (each
+    process holds their whole value), and loading assigns every variable on every process, in the
+    same order, keeping its layout. Anything else one process builds alone (metrics, a probe)
+    belongs here too; running the distributed model (`predict`) is a collective in any scope.
     """
     distribution = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
