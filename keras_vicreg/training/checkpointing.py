@@ -35,6 +35,7 @@ import tensorflow as tf
 from tensorflow.io import gfile
 
 from keras_vicreg.training import durable_files
+from keras_vicreg.training import multihost
 from keras_vicreg.training import preemption
 from keras_vicreg.training.durable_files import holds_finite_values  # noqa: F401
 from keras_vicreg.training.durable_files import write_json_atomically  # noqa: F401
@@ -138,7 +139,8 @@ def restore_latest(model, directory):
                 raise ValueError("it holds NaN or infinite values")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model.load_weights(path)
+                with multihost.local_scope():
+                    model.load_weights(path)
         except Exception as error:  # noqa: BLE001  (h5py, Keras and OS errors alike)
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
             skipped.append(f"{path} ({reason})")
@@ -222,7 +224,8 @@ class StepCheckpoint(keras.callbacks.Callback):
         gfile.makedirs(self.directory)
         final = checkpoint_path(self.directory, self.step)
         partial = os.path.join(self.directory, _TEMPORARY_PREFIX + os.path.basename(final))
-        self.model.save_weights(partial, overwrite=True)
+        with multihost.local_scope():
+            self.model.save_weights(partial, overwrite=True)
         durable_files.fsync(partial)
         gfile.rename(partial, final, overwrite=True)
         durable_files.fsync(self.directory)

@@ -10,8 +10,9 @@ device's own rows silently changes the method. This module keeps them global on 
   summed across replicas, so no replica computes the whole term and its cost falls with the number
   of replicas. The train step divides the loss by the number of replicas, so that the gradients
   Keras sums across replicas equal the single-device gradient of the global-batch loss.
-- JAX (`mirrored`: `keras.distribution.DataParallel` over every device JAX sees): the step is one
-  SPMD program over the global batch, so the loss already is the global-batch loss; XLA partitions
+- JAX (`mirrored`: `keras.distribution.DataParallel` over every device JAX sees; `data_parallel`:
+  the same over every device of several processes, `multihost.jax_hosts`): the step is one SPMD
+  program over the global batch, so the loss already is the global-batch loss; XLA partitions
   it across the devices, the Gram covariance into blocks of rows (its FLOP count per device falls
   as 1/R: benchmarks/distributed_loss.py).
 - PyTorch (`data_parallel`: one process per device, started by torchrun): `torch.distributed`
@@ -100,8 +101,10 @@ def get_strategy(name="default", *, tpu=None, devices=None):
     Args:
         name: "default" (one device), "mirrored" (all local GPUs, or `devices`), "multi_worker"
             (`tf.distribute.MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
-            variable), "tpu" (`tf.distribute.TPUStrategy`) or, on PyTorch, "data_parallel" (the
-            processes of a torchrun job: this joins their process group, `torch_hosts.initialize`).
+            variable), "tpu" (`tf.distribute.TPUStrategy`) or "data_parallel": on JAX,
+            `DataParallel` over every process's devices, each process feeding its own rows
+            (this joins the job: `multihost.jax_hosts.initialize`); on PyTorch, the processes of a
+            torchrun job (this joins their process group: `torch_hosts.initialize`).
         tpu: for "tpu", the TPU's name or grpc address given to `TPUClusterResolver` ("local" on
             a TPU VM); None reads the `TPU_NAME` environment variable.
         devices: for "mirrored", the devices to mirror over, e.g. ["/cpu:0", "/cpu:1"]; None:
@@ -109,26 +112,32 @@ def get_strategy(name="default", *, tpu=None, devices=None):
 
     Returns:
         TensorFlow: a `tf.distribute.Strategy`. JAX: a `keras.distribution.DataParallel` for
-        "mirrored", None for "default". PyTorch: None for "default", a `TorchDataParallel` for
-        "data_parallel".
+        "mirrored" and "data_parallel", None for "default". PyTorch: None for "default", a
+        `TorchDataParallel` for "data_parallel".
     """
     _check_name(name, tpu, devices)
     backend = keras.backend.backend()
-    if backend != "torch" and name == "data_parallel":
+    if name == "data_parallel" and backend == "tensorflow":
         raise ValueError(
-            "strategy='data_parallel' is PyTorch's (torchrun); on TensorFlow use 'mirrored' or "
-            "'multi_worker', on JAX 'mirrored'. "
+            "strategy='data_parallel' is the JAX and PyTorch backends' multi-process engine; on "
+            "TensorFlow use 'multi_worker' (several machines, TF_CONFIG) or 'mirrored' (one). "
             f"Received: strategy={name!r}, KERAS_BACKEND={backend!r}"
         )
     if backend == "tensorflow":
         return _tf_strategy(name, tpu, devices)
     if backend == "jax" and name in ("default", "mirrored"):
         return None if name == "default" else data_parallel(devices)
+    if backend == "jax" and name == "data_parallel":
+        from keras_vicreg.training.multihost import jax_hosts
+
+        jax_hosts.initialize()
+        return jax_hosts.data_parallel()
     if backend == "jax":
         raise ValueError(
-            "On the JAX backend use strategy='mirrored': keras.distribution.DataParallel over "
-            "every device JAX sees (TPU cores included); several hosts also need "
-            f"keras.distribution.initialize() first. Received: strategy={name!r}"
+            "On the JAX backend use strategy='mirrored' (keras.distribution.DataParallel over "
+            "every device JAX sees, TPU cores included) or, for several processes, "
+            "'data_parallel' (after multihost.jax_hosts.initialize()). "
+            f"Received: strategy={name!r}"
         )
     if name == "data_parallel":
         _torch_hosts().initialize()

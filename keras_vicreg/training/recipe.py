@@ -247,7 +247,8 @@ def _export(model, config, workdir, data):
     # Stock Keras layers in the files, so that they load without keras_vicreg.
     cpu_kernels.use_stock_layers(model.backbone)
     keras_path = os.path.join(directory, "backbone.keras")
-    model.backbone.save(keras_path)
+    with multihost.local_scope():
+        model.backbone.save(keras_path)
     print(f"Saved the backbone to {keras_path}", flush=True)
     if keras.backend.backend() == "torch":
         print(
@@ -259,11 +260,16 @@ def _export(model, config, workdir, data):
     view = data.augmentation.view_a
     path = os.path.join(directory, "saved_model")
     size = pretraining.eval_image_size(config)
-    vicreg_export.export_backbone(
-        model.backbone, path, image_size=size, mean=view.mean, std=view.std,
-        resize_ratio=1.0 / config.eval_crop_fraction, pretraining_image_size=config.image_size,
-        config=config,
-    )
+    with multihost.local_scope():
+        backbone = model.backbone
+        if keras.backend.backend() == "jax" and multihost.process_count() > 1:
+            # A copy of this process's own: tracing the distributed backbone is a collective.
+            backbone = keras.saving.load_model(keras_path)
+        vicreg_export.export_backbone(
+            backbone, path, image_size=size, mean=view.mean, std=view.std,
+            resize_ratio=1.0 / config.eval_crop_fraction, pretraining_image_size=config.image_size,
+            config=config,
+        )
     print(f"Exported the backbone as a SavedModel to {path} (serve reads {size} px)", flush=True)
     return {"backbone.keras": keras_path, "saved_model": path}
 

@@ -23,6 +23,7 @@ Process 0 alone writes the workdir (`is_writer`); the others wait at a `barrier`
 what it wrote.
 """
 
+import contextlib
 import importlib
 
 import keras
@@ -91,6 +92,17 @@ def on_writer(function, *args, **kwargs):
             f"why. This is process {process_index()} of {process_count()}."
         )
     return result
+
+
+def local_scope():
+    """A scope for Keras' saving and loading on one process of a multi-process job.
+
+    JAX: without the Keras distribution (`jax_hosts.local_scope`), where creating a variable is a
+    collective that process 0 saving alone would wait in for ever. A no-op elsewhere.
+    """
+    if keras.backend.backend() == "jax" and process_count() > 1:
+        return _backend_module().local_scope()
+    return contextlib.nullcontext()
 
 
 def broadcast_weights(model):
