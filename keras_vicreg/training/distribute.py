@@ -19,9 +19,10 @@ device's own rows silently changes the method. This module keeps them global on 
 The gather and the global-batch loss are the model's (`keras_vicreg.models.global_batch`,
 re-exported here); this module chooses, scopes and checks the strategy they run under.
 
-BatchNormalization must be synchronised across replicas too, or its statistics are per-device:
-`VICReg(sync_batch_norm=True)` for the expander and `sync_batch_norm(backbone)` for a backbone
-(TensorFlow; under JAX's SPMD the statistics are already those of the global batch).
+BatchNormalization must be synchronised across replicas too, or its statistics are per-device: a
+`VICReg` built under a TensorFlow strategy of several replicas synchronises all of its own (the
+backbone's included) unless `sync_batch_norm=False`; `sync_batch_norm(model)` converts any other
+model (under JAX's SPMD the statistics are already those of the global batch).
 
 What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/guide.md):
 - global batches of one size, divisible by the number of replicas: batch with `drop_remainder=True`
@@ -29,8 +30,10 @@ What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/g
 - `steps_per_execution=1` under MirroredStrategy and MultiWorkerMirroredStrategy: Keras fails with
   more (keras issue #19246), and the train step says so;
 - `jit_compile` left to Keras, which turns XLA off under tf.distribute;
-- MultiWorkerMirroredStrategy through `strategy.run(model.train_step, ...)`: Keras 3's `fit` fails
-  under it for any model (keras issue #20585, tensorflow issue #72388);
+- MultiWorkerMirroredStrategy through `fit`, which fails under it for other models (keras issue
+  #20585, tensorflow issue #72388) and which `VICReg` works around
+  (`keras_vicreg.models.steps.tensorflow_steps`); `keras_vicreg.training.multihost` gives the
+  workers' indices and collectives;
 - TPUStrategy: written for, not tested here.
 """
 
@@ -38,6 +41,7 @@ import contextlib
 
 import keras
 
+from keras_vicreg.models import batch_norm
 from keras_vicreg.models.global_batch import cross_replica_gather  # noqa: F401
 from keras_vicreg.models.global_batch import global_batch_vicreg_loss  # noqa: F401
 
@@ -165,7 +169,7 @@ def check_global_batch_size(global_batch_size, strategy=None):
 def sync_batch_norm(model):
     """Makes every BatchNormalization layer in `model` synchronised across replicas, in place.
 
-    For a backbone's BatchNormalization (the expander's is `VICReg(sync_batch_norm=True)`): under a
+    For a model other than a `VICReg` (which does it itself under a multi-replica strategy): under a
     TensorFlow strategy its statistics are then those of the global batch. The weights and the
     layers are kept; `get_config` reports `synchronized=True`, so a saved model reloads
     synchronised. Call it before `compile`/`fit`, whose traced step keeps the setting it saw.
@@ -184,11 +188,4 @@ def sync_batch_norm(model):
             "DataParallel already normalises over the global batch. "
             f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
         )
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    for layer in layers:
-        layer.synchronized = True
-    return len(layers)
+    return batch_norm.synchronize(model)
