@@ -44,6 +44,7 @@ import keras
 from keras_vicreg.models import batch_norm
 from keras_vicreg.models.global_batch import cross_replica_gather  # noqa: F401
 from keras_vicreg.models.global_batch import global_batch_vicreg_loss  # noqa: F401
+from keras_vicreg.training.multihost import tensorflow_hosts
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -111,7 +112,7 @@ def _tf_strategy(name, tpu, devices):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tensorflow_hosts.multi_worker_strategy()  # TF_CONFIG checked first
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

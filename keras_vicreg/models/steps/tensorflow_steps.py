@@ -70,11 +70,17 @@ def _logs_for_fit(logs):
 
 
 def symbolic_build(model, keras_build, iterator=None, data_batch=None):
-    """`fit`'s and `evaluate`'s build before the first step, without its eager reduction across
-    workers when the model is built already (see above); Keras' own otherwise."""
+    """`fit`'s and `evaluate`'s build before the first step: across workers, only the optimizer's
+    (the model must be built; see above); Keras' own otherwise."""
     strategy = model.distribute_strategy
-    if not (_across_workers(strategy) and model.built):
+    if not _across_workers(strategy):
         return keras_build(iterator=iterator, data_batch=data_batch)
+    if not model.built:
+        raise ValueError(
+            "Under MultiWorkerMirroredStrategy across workers, build the model before `fit` "
+            "(a backbone built from keras.Input builds it): Keras cannot build it from a "
+            f"distributed batch there (keras issue #20585). Received: an unbuilt {model.name!r}"
+        )
     if model.optimizer is not None and not model.optimizer.built:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
