@@ -257,6 +257,16 @@ def test_mirrored_fit_steps_give_the_single_device_weights(tensorflow_report):
 
 
 @on_tensorflow
+def test_vicreg_synchronises_every_batch_norm_by_default_under_mirrored(tensorflow_report):
+    default, unsynchronised = (tensorflow_report[key] for key in ("bn_default", "bn_off"))
+    assert default["moved"] > 1e-3
+    assert default["weights"] <= TOLERANCE and default["loss"] <= TOLERANCE
+    assert default["synchronized"] == [True] * 2  # the backbone's and the expander's
+    assert unsynchronised["synchronized"] == [False] * 2
+    assert unsynchronised["weights"] > 1e-3  # per-replica statistics: another model
+
+
+@on_tensorflow
 def test_mirrored_fit_refuses_steps_per_execution_above_one(tensorflow_report):
     assert "steps_per_execution=1" in tensorflow_report["steps_per_execution_3"]
     assert "#19246" in tensorflow_report["steps_per_execution_3"]
@@ -309,7 +319,7 @@ def _model(sync, covariance="auto"):
     x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(12, 3, strides=2, padding="same")(x)
     backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    if sync:
+    if sync:  # None: the model's default
         distribute.sync_batch_norm(backbone)
     from keras_vicreg.models.vicreg import VICReg
 
@@ -324,6 +334,8 @@ def _fit_and_compare(make_model, fit_scope, data, **compile_kwargs):
         multi = make_model()
         multi.set_weights(initial)
     results = []
+    synchronized = [layer.synchronized for layer in multi._flatten_layers()
+                    if isinstance(layer, keras.layers.BatchNormalization)]
     for model, scope in ((single, None), (multi, fit_scope)):
         with scope() if scope else contextlib.nullcontext():
             model.compile(optimizer=keras.optimizers.SGD(0.05), **compile_kwargs)
@@ -334,6 +346,7 @@ def _fit_and_compare(make_model, fit_scope, data, **compile_kwargs):
         "moved": max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, initial)),
         "weights": _worst(multi_weights, single_weights),
         "loss": _error(multi_loss, single_loss),
+        "synchronized": synchronized,
     }
 
 
@@ -387,6 +400,10 @@ def _tensorflow_check():
             "covariance_calls": calls,
         }
     report["fit"] = _fit_and_compare(lambda: _model(sync=True), strategy.scope, dataset)
+    for key, sync in (("bn_default", None), ("bn_off", False)):
+        report[key] = _fit_and_compare(
+            lambda sync=sync: _model(sync=sync), strategy.scope, lambda: dataset().take(1)
+        )
     with strategy.scope():
         model = _model(sync=True)
         model.compile(optimizer=keras.optimizers.SGD(0.05), steps_per_execution=3)

@@ -128,6 +128,33 @@ def test_config_round_trip_keeps_every_loss_option():
         assert clone.get_config()[key] == model.get_config()[key]
 
 
+def _batch_norms(model):
+    return [layer for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("setting", [None, False, True])
+def test_sync_batch_norm_round_trips_and_is_off_on_one_device_by_default(setting):
+    if setting is True and keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="synchronized"):  # Keras' refusal, as before
+            keras_vicreg.VICReg(tiny_resnet(16), expander="16-8", sync_batch_norm=True)
+        return
+    model = keras_vicreg.VICReg(tiny_resnet(16), expander="16-8", sync_batch_norm=setting)
+    clone = keras_vicreg.VICReg.from_config(model.get_config())
+    assert model.get_config()["sync_batch_norm"] is setting
+    assert clone.get_config()["sync_batch_norm"] is setting
+    synchronized = [layer.synchronized for layer in _batch_norms(model)]
+    if setting is True:
+        assert synchronized and all(synchronized)  # the backbone's too
+    else:
+        assert not any(synchronized)  # one device: "auto" is off
+
+
+def test_sync_batch_norm_must_be_none_or_a_bool():
+    with pytest.raises(ValueError, match="sync_batch_norm"):
+        keras_vicreg.VICReg(tiny_resnet(16), expander="16-8", sync_batch_norm="yes")
+
+
 def test_fit_on_single_images_says_pairs_are_needed():
     model = keras_vicreg.VICReg(tiny_resnet(16), expander="16-16")
     model.compile(optimizer="sgd")

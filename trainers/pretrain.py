@@ -81,7 +81,7 @@ def main(argv):
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
             with distribute.strategy_scope(strategy):
                 data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value, workdir)
-                model = recipe.compile_model(recipe.make_model(config, data.channels, strategy),
+                model = recipe.compile_model(recipe.make_model(config, data.channels),
                                              config)
                 start_step = recipe.restore_checkpoint(model, config, workdir)
                 recipe.fit(model, config, workdir, data, start_step,

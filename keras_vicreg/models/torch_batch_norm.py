@@ -70,15 +70,3 @@ def is_synchronized(layer):
     """Whether `synchronize` was applied to `layer`."""
     moments = layer.__dict__.get("_moments")
     return getattr(moments, "__func__", None) is _synchronized_moments
-
-
-def sync_batch_norm(model):
-    """Synchronises every BatchNormalization in `model` (nested models too); returns their number."""
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    for layer in layers:
-        synchronize(layer)
-    return len(layers)

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_vicreg import losses
+from keras_vicreg.models import batch_norm
 from keras_vicreg.models import branches
 from keras_vicreg.models import global_batch
 from keras_vicreg.models import steps
@@ -62,8 +63,10 @@ class VICReg(keras.Model):
             metric), `cov_coeff=0` is invariance + variance.
         expander_batch_norm: BatchNormalization in the hidden layers of spec-string expanders (the
             "BN" column).
-        sync_batch_norm: synchronise the expanders' and predictor's BatchNormalization across
-            replicas.
+        sync_batch_norm: synchronise every BatchNormalization across replicas (TensorFlow: the
+            backbones', expanders' and predictor's). None (default): when the model is built under
+            a TensorFlow strategy of several replicas. True forces it (on JAX and PyTorch, for the
+            expanders and predictor only), False leaves every layer as given.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -95,7 +98,7 @@ class VICReg(keras.Model):
         eps=1e-4,
         covariance="auto",
         expander_batch_norm=True,
-        sync_batch_norm=False,
+        sync_batch_norm=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -130,6 +133,7 @@ class VICReg(keras.Model):
         losses.resolve_covariance_method(covariance, None, 0)
         self.expander_batch_norm = expander_batch_norm
         self.sync_batch_norm = sync_batch_norm
+        self._synchronized = batch_norm.resolve(sync_batch_norm)
         self.backbone = backbone
         self.expander_spec = expander if isinstance(expander, str) else None
         self.expander = self._make_expander(expander, "expander")
@@ -148,7 +152,7 @@ class VICReg(keras.Model):
         self.predictor = (
             None
             if predictor is None
-            else build_expander(predictor, synchronized=sync_batch_norm, name="predictor")
+            else build_expander(predictor, synchronized=self._synchronized, name="predictor")
         )
         self.stop_gradient_b = stop_gradient_b
         self.loss_options = dict(
@@ -157,6 +161,8 @@ class VICReg(keras.Model):
         )
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _TERMS}
+        if self._synchronized and keras.backend.backend() != "jax":
+            batch_norm.synchronize(self)  # the backbones' too
         shape_a = branches.declared_input_shape(backbone)
         shape_b = None if backbone_b is None else branches.declared_input_shape(backbone_b)
         if shape_a and (backbone_b is None or shape_b):
@@ -168,7 +174,7 @@ class VICReg(keras.Model):
         return build_expander(
             expander,
             batch_norm=self.expander_batch_norm,
-            synchronized=self.sync_batch_norm,
+            synchronized=self._synchronized,
             name=name,
         )
 
@@ -314,6 +320,12 @@ class VICReg(keras.Model):
 
     def test_step(self, *args):
         return steps.backend_steps().test_step(self, *args)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TensorFlow trainer only; `symbolic_build` says why (keras issue #20585).
+        return steps.backend_steps().symbolic_build(
+            self, super()._maybe_symbolic_build, iterator=iterator, data_batch=data_batch
+        )
 
     def update_momentum_encoder(self):
         """Moves the momentum encoder towards branch a: `b = m * b + (1 - m) * a`.

@@ -23,9 +23,11 @@ device's own rows silently changes the method. This module keeps them global on 
 The gather and the global-batch loss are the model's (`keras_vicreg.models.global_batch`,
 re-exported here); this module chooses, scopes and checks the strategy they run under.
 
-BatchNormalization must be synchronised across replicas too, or its statistics are per-device:
-`VICReg(sync_batch_norm=True)` for the expander and `sync_batch_norm(backbone)` for a backbone
-(TensorFlow and PyTorch; under JAX's SPMD the statistics are already those of the global batch).
+BatchNormalization must be synchronised across replicas too, or its statistics are per-device: a
+`VICReg` built under a TensorFlow strategy of several replicas, or in a torchrun job of several
+processes, synchronises all of its own (the backbone's included) unless `sync_batch_norm=False`;
+`sync_batch_norm(model)` converts any other model (under JAX's SPMD the statistics are already
+those of the global batch).
 
 What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/guide.md):
 - global batches of one size, divisible by the number of replicas: batch with `drop_remainder=True`
@@ -33,8 +35,10 @@ What is supported on TensorFlow, with Keras 3.15 and TensorFlow 2.21 (see docs/g
 - `steps_per_execution=1` under MirroredStrategy and MultiWorkerMirroredStrategy: Keras fails with
   more (keras issue #19246), and the train step says so;
 - `jit_compile` left to Keras, which turns XLA off under tf.distribute;
-- MultiWorkerMirroredStrategy through `strategy.run(model.train_step, ...)`: Keras 3's `fit` fails
-  under it for any model (keras issue #20585, tensorflow issue #72388);
+- MultiWorkerMirroredStrategy through `fit`, which fails under it for other models (keras issue
+  #20585, tensorflow issue #72388) and which `VICReg` works around
+  (`keras_vicreg.models.steps.tensorflow_steps`); `keras_vicreg.training.multihost` gives the
+  workers' indices and collectives;
 - TPUStrategy: written for, not tested here.
 """
 
@@ -43,8 +47,10 @@ import importlib
 
 import keras
 
+from keras_vicreg.models import batch_norm
 from keras_vicreg.models.global_batch import cross_replica_gather  # noqa: F401
 from keras_vicreg.models.global_batch import global_batch_vicreg_loss  # noqa: F401
+from keras_vicreg.training.multihost import tensorflow_hosts
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu", "data_parallel")
 
@@ -159,7 +165,7 @@ def _tf_strategy(name, tpu, devices):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tensorflow_hosts.multi_worker_strategy()  # TF_CONFIG checked first
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -217,13 +223,13 @@ def check_global_batch_size(global_batch_size, strategy=None):
 def sync_batch_norm(model):
     """Makes every BatchNormalization layer in `model` synchronised across replicas, in place.
 
-    For a backbone's BatchNormalization (the expander's is `VICReg(sync_batch_norm=True)`): under a
-    TensorFlow strategy, or across the processes of a torchrun job, its statistics are then those
-    of the global batch. The weights and the layers are kept. On TensorFlow `get_config` reports
-    `synchronized=True`, so a saved model reloads synchronised; on PyTorch the layers keep the stock
-    class and config (`keras_vicreg.models.torch_batch_norm`), so a saved model reloads plain.
-    Call it before `compile`/`fit`, whose traced step keeps the setting it saw. Not on JAX: under
-    DataParallel the statistics already are those of the global batch.
+    For a model other than a `VICReg` (which does it itself under a multi-replica strategy or in a
+    torchrun job of several processes): its statistics are then those of the global batch. The
+    weights and the layers are kept. On TensorFlow `get_config` reports `synchronized=True`, so a
+    saved model reloads synchronised; on PyTorch the layers keep the stock class and config
+    (`keras_vicreg.models.torch_batch_norm`), so a saved model reloads plain. Call it before
+    `compile`/`fit`, whose traced step keeps the setting it saw. Not on JAX: under DataParallel
+    the statistics already are those of the global batch.
 
     Args:
         model: a Keras model or layer (nested models are converted too).
@@ -231,19 +237,10 @@ def sync_batch_norm(model):
     Returns:
         The number of BatchNormalization layers now synchronised.
     """
-    if keras.backend.backend() == "torch":
-        return importlib.import_module("keras_vicreg.models.torch_batch_norm").sync_batch_norm(model)
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() == "jax":
         raise ValueError(
             "Synchronised BatchNormalization is a TensorFlow and PyTorch option; on JAX, "
             "DataParallel already normalises over the global batch. "
             f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
         )
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    for layer in layers:
-        layer.synchronized = True
-    return len(layers)
+    return batch_norm.synchronize(model)

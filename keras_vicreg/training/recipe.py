@@ -6,7 +6,7 @@ What the binaries (`trainers/pretrain.py`, `trainers/demo.py`) call, in the orde
     pretraining.validate(config, replicas)
     save_config(config, workdir)
     data = Data(config, strategy, data_dir, manual_dir, workdir)   raises UndecodableImagesError
-    model = make_model(config, data.channels, strategy); compile_model(model, config)
+    model = make_model(config, data.channels); compile_model(model, config)   in the strategy's scope
     start_step = restore_checkpoint(model, config, workdir)
     fit(model, config, workdir, data, start_step)     raises TrainingDiverged
     export(model, config, workdir, data)
@@ -29,7 +29,6 @@ from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
-from keras_vicreg.training import distribute
 from keras_vicreg.training import multihost
 from keras_vicreg.training import summaries
 from keras_vicreg.training.optimizers import LARS
@@ -52,8 +51,11 @@ class TrainingDiverged(vicreg_callbacks.NonFiniteTrainingError):
         self.checkpoint = checkpoint
 
 
-def make_model(config, channels, strategy=None):
+def make_model(config, channels):
     """The VICReg model of `config.model`, on images of `config.image_size` and `channels`.
+
+    Build it inside the strategy's scope: with `config.model.sync_batch_norm` every
+    BatchNormalization is synchronised when that strategy has several replicas or processes.
 
     With `config.model.experimental_cpu_kernels` the backbone computes with
     `keras_vicreg.experimental.cpu`'s layers; `export` puts the stock layers back before saving.
@@ -73,15 +75,6 @@ def make_model(config, channels, strategy=None):
         )
     if options.experimental_cpu_kernels:
         cpu_kernels.use_cpu_kernels(backbone)
-    # Synchronised BatchNormalization across tf.distribute replicas or torch.distributed processes
-    # (under JAX's DataParallel the statistics already are the global batch's).
-    sync = (
-        options.sync_batch_norm
-        and keras.backend.backend() in ("tensorflow", "torch")
-        and distribute.num_replicas(strategy) > 1
-    )
-    if sync:
-        distribute.sync_batch_norm(backbone)
     return VICReg(
         backbone,
         options.expander,
@@ -89,7 +82,8 @@ def make_model(config, channels, strategy=None):
         std_coeff=options.std_coeff,
         cov_coeff=options.cov_coeff,
         covariance=options.covariance,
-        sync_batch_norm=sync,
+        # None: synchronised under a strategy of several replicas or processes (models.batch_norm)
+        sync_batch_norm=None if options.sync_batch_norm else False,
     )
 
 

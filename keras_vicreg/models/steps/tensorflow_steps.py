@@ -6,6 +6,18 @@ gradient of the gather sums every replica's gradient before each replica keeps i
 replica's gradient of the loss is `replicas` times its share of the global gradient; the loss is
 divided by the number of replicas, and the sum that the optimizer takes across replicas
 (Keras >= 3.3) is then the single-device gradient of the global-batch loss.
+
+Keras 3's `fit` under `MultiWorkerMirroredStrategy` across several workers (keras issue #20585)
+fails twice with Keras 3.15 and TensorFlow 2.21, both in Keras' TensorFlow trainer, not in the step:
+
+- before training, `_maybe_symbolic_build` reduces the first distributed batch eagerly with
+  `strategy.reduce("MEAN", batch, axis=None)`, which the collective ops refuse for a nest of
+  per-replica values ("Attempt to convert a value (PerReplica...) to a Tensor"), only to read its
+  shapes; `symbolic_build` skips that reduction for a built model, whose variables exist;
+- after each step, `reduce_per_replica` reduces every log with `strategy.reduce("MEAN", log,
+  axis=0)`, which fails for scalar logs ("Invalid reduction dimension 0 for input with 0
+  dimensions"); `train_step` returns each log as a vector of one value there, so that the mean
+  over axis 0 of every replica's vector is the scalar `fit` then hands its callbacks.
 """
 
 import tensorflow as tf
@@ -41,6 +53,40 @@ def check_steps_per_execution(model):
         )
 
 
+def _across_workers(strategy=None):
+    """Whether `strategy` (default: the one in scope) is a MultiWorkerMirroredStrategy over
+    several workers."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+
+
+def _logs_for_fit(logs):
+    """The logs as `fit` reduces them: vectors of one value across workers (see above)."""
+    if not _across_workers():
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+def symbolic_build(model, keras_build, iterator=None, data_batch=None):
+    """`fit`'s and `evaluate`'s build before the first step: across workers, only the optimizer's
+    (the model must be built; see above); Keras' own otherwise."""
+    strategy = model.distribute_strategy
+    if not _across_workers(strategy):
+        return keras_build(iterator=iterator, data_batch=data_batch)
+    if not model.built:
+        raise ValueError(
+            "Under MultiWorkerMirroredStrategy across workers, build the model before `fit` "
+            "(a backbone built from keras.Input builds it): Keras cannot build it from a "
+            f"distributed batch there (keras issue #20585). Received: an unbuilt {model.name!r}"
+        )
+    if model.optimizer is not None and not model.optimizer.built:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+    return None
+
+
 def train_step(model, data):
     check_steps_per_execution(model)
     with tf.GradientTape() as tape:
@@ -50,8 +96,8 @@ def train_step(model, data):
     gradients = tape.gradient(scaled_loss, variables)
     model.optimizer.apply(gradients, variables)
     model.update_momentum_encoder()
-    return model.update_trackers(terms)
+    return _logs_for_fit(model.update_trackers(terms))
 
 
 def test_step(model, data):
-    return model.update_trackers(model.compute_terms(data, training=False))
+    return _logs_for_fit(model.update_trackers(model.compute_terms(data, training=False)))
