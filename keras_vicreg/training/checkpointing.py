@@ -220,6 +220,8 @@ class StepCheckpoint(keras.callbacks.Callback):
             return
         if not self.write:
             self._saved_step = self.step
+            if keras.backend.backend() == "tensorflow":
+                _save_and_discard(self.model)
             return
         gfile.makedirs(self.directory)
         final = checkpoint_path(self.directory, self.step)
@@ -232,6 +234,21 @@ class StepCheckpoint(keras.callbacks.Callback):
         self._saved_step = self.step
         for _, path in list_checkpoints(self.directory)[: -self.keep]:
             gfile.remove(path)
+
+
+def _save_and_discard(model):
+    """What a TensorFlow worker other than 0 does where worker 0 saves: the same save, discarded.
+
+    Keras' saving creates variables (reference objects it lists attributes of, every time), and
+    under MultiWorkerMirroredStrategy creating a variable is a collective (worker 0 broadcasts its
+    initial value) that every worker must join in the same order; so every worker saves, and only
+    worker 0 keeps the file (as Keras 2's ModelCheckpoint had the other workers write to a
+    temporary directory).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_weights(os.path.join(directory, "discarded.weights.h5"))
 
 
 class _EpochLengthGuard(keras.callbacks.Callback):

@@ -83,13 +83,16 @@ def process_count():
 
 def any_process(flag):
     """True on every worker when `flag` is True on any: a SUM all-reduce of one value per replica
-    across the workers, under the strategy in scope (collective: every worker calls it)."""
+    across the workers (collective: every worker calls it), under the strategy in scope or else
+    the one `multi_worker_strategy` made."""
     import tensorflow as tf
 
     strategy = _strategy_across_workers()
     value = 1.0 if flag else 0.0
-    per_replica = strategy.run(lambda: tf.constant(value, tf.float32))
-    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) > 0.0
+    with strategy.scope():
+        per_replica = strategy.run(lambda: tf.constant(value, tf.float32))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return float(total) > 0.0
 
 
 def barrier():
@@ -97,17 +100,23 @@ def barrier():
     any_process(False)
 
 
+_made = []  # the strategy `multi_worker_strategy` made, for collectives outside its scope
+
+
 def _strategy_across_workers():
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise RuntimeError(
-            "any_process and barrier are collectives of the MultiWorkerMirroredStrategy in scope: "
-            "call them inside `strategy.scope()` (where `fit` runs its callbacks). Received: "
-            f"{type(strategy).__name__} in scope, {process_count()} workers in TF_CONFIG"
-        )
-    return strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy
+    if _made:
+        return _made[-1]
+    raise RuntimeError(
+        "any_process and barrier are collectives of a MultiWorkerMirroredStrategy: make it with "
+        "multi_worker_strategy() (distribute.get_strategy('multi_worker')) or call them inside "
+        f"its scope. Received: {type(strategy).__name__} in scope, {process_count()} workers in "
+        "TF_CONFIG"
+    )
 
 
 def multi_worker_strategy(timeout_seconds=None):
@@ -129,10 +138,12 @@ def multi_worker_strategy(timeout_seconds=None):
 
     check_tf_config()
     if timeout_seconds is None:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if isinstance(timeout_seconds, bool) or not timeout_seconds > 0:
+        options = tf.distribute.experimental.CommunicationOptions()
+    elif isinstance(timeout_seconds, bool) or not timeout_seconds > 0:
         raise ValueError(
             f"`timeout_seconds` must be > 0 or None. Received: timeout_seconds={timeout_seconds!r}"
         )
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    else:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
+    _made.append(tf.distribute.MultiWorkerMirroredStrategy(communication_options=options))
+    return _made[-1]
