@@ -6,8 +6,8 @@ replica's embeddings (`cross_replica_gather`) and takes the loss of the global b
 (`global_batch_vicreg_loss`), each replica computing only its own block of rows of the covariance.
 The replicas are a TensorFlow strategy's, or on PyTorch the processes of a `torch.distributed`
 group (`torch_global_batch`, one process per replica). On one device and on JAX (one SPMD program
-over the global batch), both are plain `vicreg_loss`. This is the model's half of distribution; choosing and scoping a strategy is
-`keras_vicreg.training.distribute`'s.
+over the global batch), both are plain `vicreg_loss`. This is the model's half of distribution;
+choosing and scoping a strategy is `keras_vicreg.training.distribute`'s.
 """
 
 import importlib
@@ -100,7 +100,8 @@ def global_batch_vicreg_loss(z_a, z_b, **options):
     """`losses.vicreg_loss` of the gathered embeddings, the covariance split over the replicas.
 
     Outside a multi-replica TensorFlow context or a `torch.distributed` group of several processes
-    this is `losses.vicreg_loss(z_a, z_b, **options)`. Inside one, `z_a` and `z_b` are the global batch (see `cross_replica_gather`), every replica
+    this is `losses.vicreg_loss(z_a, z_b, **options)`. Inside one, `z_a` and `z_b` are the global
+    batch (see `cross_replica_gather`), every replica
     computes the invariance and variance terms on it (O(N d)), and only its own block of rows of the
     covariance term (`losses.covariance_loss_block`); the blocks' shares are summed across
     replicas. Every replica returns the same terms, equal to those of one device on the global

@@ -6,7 +6,7 @@ What the binaries (`trainers/pretrain.py`, `trainers/demo.py`) call, in the orde
     pretraining.validate(config, replicas)
     save_config(config, workdir)
     data = Data(config, strategy, data_dir, manual_dir, workdir)   raises UndecodableImagesError
-    model = make_model(config, data.channels); compile_model(model, config)   in the strategy's scope
+    model = make_model(config, data.channels); compile_model(model, config)   (strategy's scope)
     start_step = restore_checkpoint(model, config, workdir)
     fit(model, config, workdir, data, start_step)     raises TrainingDiverged
     export(model, config, workdir, data)

@@ -58,7 +58,8 @@ class StallWatchdog(keras.callbacks.Callback):
     def beat(self, allowance_s=None):
         """Counts as progress: the next deadline is `allowance_s` (default `timeout_s`) away."""
         with self._lock:
-            self._deadline = self._clock() + (self.timeout_s if allowance_s is None else allowance_s)
+            allowance = self.timeout_s if allowance_s is None else allowance_s
+            self._deadline = self._clock() + allowance
 
     def disarm(self):
         """No deadline until the next `beat`."""

@@ -5,8 +5,8 @@ Every process runs the same program. `initialize` joins the job through
 KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; on Cloud TPU JAX reads the TPU
 environment instead); after it `keras.distribution.list_devices()` lists every process's devices.
 `data_parallel` then replicates the variables over all of them and splits the global batch: each
-process feeds only its own rows (`multihost.input_context`: its shard of the input at the per-process batch),
-and Keras' JAX trainer assembles the global batch from every process's rows
+process feeds only its own rows (`multihost.input_context`: its shard of the input at the
+per-process batch), and Keras' JAX trainer assembles the global batch from every process's rows
 (`jax.make_array_from_process_local_data`), so the loss, its gradients and BatchNormalization's
 statistics are those of the global batch, as on one device.
 
@@ -185,8 +185,8 @@ def data_parallel():
     """`keras.distribution.DataParallel` over every process's devices, each process feeding its rows.
 
     Call `initialize` first. `auto_shard_dataset=False`: each process's dataset already yields only
-    its own rows, the per-process batch (`multihost.input_context`); Keras' JAX trainer then makes the global
-    batch of the processes' rows in process order.
+    its own rows, the per-process batch (`multihost.input_context`); Keras' JAX trainer then
+    makes the global batch of the processes' rows in process order.
     """
     return keras.distribution.DataParallel(
         devices=keras.distribution.list_devices(), auto_shard_dataset=False
