@@ -139,13 +139,20 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp
         (["--config.optimizer.learning_rate=0.1"], 2,
          ["Invalid flag", "Did you mean \"base_learning_rate\""]),
         (["--config.batch_size=0"], 2, ["config.batch_size must be >= 1"]),
+        # TensorFlow's engine across machines is multi_worker: data_parallel is JAX's and torch's.
+        (["--strategy=data_parallel"], 2, ["strategy='data_parallel'", "'multi_worker'"]),
+        # A malformed TF_CONFIG, before any server starts.
+        (["--strategy=multi_worker", "TF_CONFIG={\"cluster\": {}}"], 2, ["TF_CONFIG"]),
     ],
 )
 def test_an_invalid_config_stops_before_any_data_is_read(tmp_path, overrides, returncode,
                                                          expected):
     workdir = tmp_path / "workdir"
-    result = _run(str(workdir), *overrides)
-    assert result.returncode == returncode
+    env = dict(arg.split("=", 1) for arg in overrides if not arg.startswith("--"))
+    flags = [arg for arg in overrides if arg.startswith("--")]
+    result = subprocess.run(_command(str(workdir), *flags), cwd=ROOT, env={**_env(), **env},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == returncode, result.stderr[-3000:]
     for text in expected:
         assert text in result.stderr
     assert not workdir.exists()
