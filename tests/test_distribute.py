@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from keras_vicreg.training import distribute
+from keras_vicreg.training import multihost
 from keras_vicreg import losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,17 +121,18 @@ def test_torch_backend_refuses_distributed_strategies(name):
 
 
 @pytest.mark.backend_neutral
-@pytest.mark.parametrize("name", ["data_parallel"])
-def test_data_parallel_is_torchs_strategy(name, monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    if keras.backend.backend() != "torch":
-        with pytest.raises(ValueError, match="PyTorch's"):
-            distribute.get_strategy(name)
+def test_data_parallel_is_jax_and_torchs_multi_process_strategy(monkeypatch):
+    for name in ("WORLD_SIZE", "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                 "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match="'multi_worker'"):
+            distribute.get_strategy("data_parallel")
         return
-    strategy = distribute.get_strategy(name)  # one process: no process group
-    assert distribute.num_replicas(strategy) == 1
-    context = strategy.input_context()
-    assert (context.num_input_pipelines, context.input_pipeline_id) == (1, 0)
+    strategy = distribute.get_strategy("data_parallel")  # one process: no job to join
+    expected = len(keras.distribution.list_devices()) if keras.backend.backend() == "jax" else 1
+    assert distribute.num_replicas(strategy) == expected
+    assert multihost.process_count() == 1 and multihost.input_context() is None
 
 
 @pytest.mark.backend_neutral
