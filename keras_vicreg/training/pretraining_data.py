@@ -158,15 +158,6 @@ class Data:
         return tuple(np.asarray(view) for view in batch)
 
 
-def _process_input():
-    """JAX with several processes: this process's input (its shard, the per-process batch)."""
-    if keras.backend.backend() != "jax":
-        return None
-    from keras_vicreg.training.multihost import jax_hosts
-
-    return jax_hosts.input_context() if jax_hosts.process_count() > 1 else None
-
-
 def _host_tensor(array):
     import tensorflow as tf
 
