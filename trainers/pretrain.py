@@ -31,7 +31,6 @@ missing or short data, a locked workdir, a changed config, checkpoints that do n
 3 (a NaN or infinite loss or weight: the newest finite checkpoint is kept); PREEMPTED 75.
 """
 
-import sys
 
 import keras
 from absl import app
@@ -88,8 +87,11 @@ def main(argv):
                            stop_signal=running_job.stop_signal, watchdog=running_job.watchdog)
             recipe.export(model, config, workdir, data, watchdog=running_job.watchdog)
     except exit_codes.EXPECTED as error:
-        print(error, file=sys.stderr)
-        sys.exit(exit_codes.status_of(error))
+        job.exit_for(error)
+    except Exception as error:  # noqa: BLE001  (several processes: exit at once, see exit_for)
+        if multihost.process_count() == 1:
+            raise
+        job.exit_for(error)
 
 
 if __name__ == "__main__":

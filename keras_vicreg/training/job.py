@@ -17,7 +17,10 @@ AttributeError whose traceback buries its "did you mean".
 
 import contextlib
 import dataclasses
+import os
 import sys
+import time
+import traceback
 
 from keras_vicreg.training import exit_codes
 from keras_vicreg.training import multihost
@@ -78,3 +81,29 @@ def parse_flags(argv):
     except flags.Error as error:
         print(f"Invalid flag: {error}", file=sys.stderr)
         sys.exit(exit_codes.INVALID_CONFIG)
+
+
+WRITER_FIRST_S = 3.0  # how long the other processes let process 0 exit first
+
+
+def exit_for(error):
+    """Ends the program with `error`'s status (`exit_codes.status_of`), its message printed.
+
+    An error of `exit_codes.EXPECTED` prints its message, any other its traceback. In a job of
+    several processes the process ends at once (`os._exit`): the engines' exit handlers would wait
+    for peers that may be dead (JAX's waits up to its heartbeat timeout). A process stopped because
+    process 0 failed first lets process 0 exit, so that launchers (torchrun) report process 0's
+    status as the root cause.
+    """
+    if isinstance(error, exit_codes.EXPECTED):
+        print(error, file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+    status = exit_codes.status_of(error)
+    if multihost.process_count() == 1:
+        sys.exit(status)
+    if isinstance(error, multihost.WriterFailedError):
+        time.sleep(WRITER_FIRST_S)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
