@@ -376,3 +376,72 @@ def test_eval_image_size_defaults_to_the_pretraining_size_and_the_demo_sets_44()
         assert demo.eval_crop_fraction == 1.0  # whole images, as the demo's table reads them
     # The evaluation config takes its size from the pretraining config: one source of truth.
     assert "image_size" not in load_config("fashion_mnist_demo_eval")
+
+
+@pytest.mark.parametrize(
+    "batch, base",
+    [(16, 0.8), (128, 0.8), (129, 0.5), (256, 0.5), (384, 0.4), (512, 0.4), (513, 0.3),
+     (2048, 0.3)],
+)
+def test_auto_base_learning_rate_is_the_papers_table_row_of_the_smallest_batch_at_least_it(
+        batch, base):
+    config = load_config("tiny")
+    config.num_examples = 4 * batch
+    config.batch_size = batch
+    config.optimizer.base_learning_rate = "auto"
+    assert common.base_learning_rate(config) == base
+    pretraining.validate(config)
+    # Written into the config, so that the printed and the saved config show it.
+    assert config.optimizer.base_learning_rate == base
+    assert f"base_learning_rate: {base}" in str(config)
+    pretraining.validate(config)  # and valid again
+
+
+def test_auto_from_the_command_line_and_a_number_beside_it():
+    from absl import flags
+    from ml_collections import config_flags
+
+    for value, expected in (("auto", 0.5), ("0.25", 0.25), ("1", 1)):
+        argv = ["test", f"--config={CONFIGS / 'tiny.py'}", "--config.batch_size=256",
+                "--config.num_examples=1024", f"--config.optimizer.base_learning_rate={value}"]
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
+        flag_values(argv)
+        config = pretraining.validate(flag_values.config)
+        assert config.optimizer.base_learning_rate == expected
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"optimizer.name": "adamw", "optimizer.base_learning_rate": "auto"},
+         "is the paper's table for LARS; it does not apply to AdamW"),
+        ({"optimizer.base_learning_rate": "fast"},
+         "must be a number > 0 or 'auto' (the paper's table by batch size). "
+         "Received: config.optimizer.base_learning_rate='fast'"),
+        ({"optimizer.base_learning_rate": True},
+         "Received: config.optimizer.base_learning_rate=True"),
+        ({"optimizer.base_learning_rate": 0.0},
+         "config.optimizer.base_learning_rate must be > 0.0"),
+        ({"optimizer.name": "sgd"}, "config.optimizer.name must be an optimizer, one of "
+         "['lars', 'adamw']"),
+        ({"optimizer.beta_2": 1.0}, "config.optimizer.beta_2 must be in [0, 1)"),
+        ({"optimizer.epsilon": 0.0}, "config.optimizer.epsilon must be > 0.0"),
+        ({"optimizer.exclude_from_decay": ("bias$", "(")},
+         "config.optimizer.exclude_from_decay: Invalid regular expression"),
+    ],
+)
+def test_an_invalid_optimizer_setting_is_an_error(overrides, expected):
+    config = load_config("tiny")
+    for key, value in overrides.items():
+        config.optimizer[key.split(".")[1]] = value
+    assert expected in _invalid(config)
+    assert config.optimizer.base_learning_rate != 0.8  # an invalid "auto" is left as it was
+
+
+def test_the_default_optimizer_is_lars_with_the_exclusion_rule():
+    config = pretraining.default_config()
+    assert config.optimizer.name == "lars"
+    assert config.optimizer.exclude_from_decay == (
+        r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"(^|/)class_token$", r"(^|/)position_embedding/")

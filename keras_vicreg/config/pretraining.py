@@ -31,7 +31,25 @@ The keys (see `default_config` for the defaults):
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
     model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
-    optimizer.*                LARS and its `WarmupCosine` schedule
+    optimizer.*                the optimizer and its `WarmupCosine` schedule:
+    optimizer.name             "lars" (the release's) or "adamw" (Keras' AdamW, e.g. for a ViT)
+    optimizer.base_learning_rate
+                               the rate at batch 256 (peak = base * batch_size / 256), or "auto":
+                               the paper's table by batch size for LARS at 100 epochs, 128 -> 0.8,
+                               256 -> 0.5, 512 -> 0.4, larger -> 0.3, a batch taking the row of the
+                               smallest listed batch >= it (`common.auto_base_learning_rate`);
+                               `validate` writes the number into the config
+    optimizer.weight_decay     LARS' coupled decay, or AdamW's decoupled one (lr * wd * p)
+    optimizer.momentum, eta, clip_trust_ratio
+                               LARS only: momentum, trust coefficient, LARC's clipping
+    optimizer.beta_1, beta_2, epsilon
+                               AdamW only
+    optimizer.exclude_from_decay
+                               regular expressions searched in each variable's path: the matched
+                               variables skip the weight decay and LARS' trust ratio. The default,
+                               `training.optimizers.EXCLUDE_FROM_DECAY` (biases, normalisation,
+                               a ViT's class token and position embeddings), selects the release's
+                               1-D variables on a ResNet; () excludes nothing
     mixed_precision            "float32", "mixed_bfloat16" or "mixed_float16"
     jit_compile                None (Keras' "auto"), True or False
     tf_intra_op_threads        TensorFlow's threads per op; None: its default (one per core). The
@@ -55,14 +73,17 @@ from keras_vicreg.config.checks import at_least
 from keras_vicreg.config.checks import choice
 from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
 from keras_vicreg.data import transforms
+from keras_vicreg.config import common
 from keras_vicreg.models import backbones
 from keras_vicreg.models import expander as expander_lib
 from keras_vicreg import losses
 from keras_vicreg.data import sources
+from keras_vicreg.training import optimizers
 
 SYNTHETIC = "synthetic"
 BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("lars", "adamw")
 
 
 def default_config():
@@ -109,7 +130,9 @@ def default_config():
     config.model.cov_coeff = 1.0
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.base_learning_rate = 0.3
+    config.optimizer.name = "lars"
+    # A number or "auto": typed object, so that both pass the types and the command line.
+    config.optimizer.base_learning_rate = config_dict.FieldReference(0.3, field_type=object)
     config.optimizer.warmup_epochs = 10
     config.optimizer.warmup_steps = config_dict.placeholder(int)
     config.optimizer.end_factor = 0.001
@@ -117,6 +140,10 @@ def default_config():
     config.optimizer.weight_decay = 1e-6
     config.optimizer.eta = 1e-3
     config.optimizer.clip_trust_ratio = False  # LARC's clipping (solo-learn's `clip_lr`)
+    config.optimizer.beta_1 = 0.9  # AdamW's, as torch.optim.AdamW's defaults
+    config.optimizer.beta_2 = 0.999
+    config.optimizer.epsilon = 1e-8
+    config.optimizer.exclude_from_decay = optimizers.EXCLUDE_FROM_DECAY
 
     config.mixed_precision = "float32"
     config.jit_compile = config_dict.placeholder(bool)
@@ -244,8 +271,33 @@ def _model_problems(flat, problems):
 
 
 def _optimizer_problems(flat, problems):
-    at_least(problems, "config.optimizer.base_learning_rate",
-              flat["config.optimizer.base_learning_rate"], 0.0, strict=True)
+    name, rate = flat["config.optimizer.name"], flat["config.optimizer.base_learning_rate"]
+    choice(problems, "config.optimizer.name", name, OPTIMIZERS, "an optimizer")
+    if rate == common.AUTO:
+        if name == "adamw":
+            problems.append(
+                f"config.optimizer.base_learning_rate={common.AUTO!r} is the paper's table for "
+                "LARS; it does not apply to AdamW: set a number (e.g. 0.001, the rate at batch "
+                "256). Received: config.optimizer.base_learning_rate='auto' with "
+                "config.optimizer.name='adamw'"
+            )
+    elif isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        problems.append(
+            f"config.optimizer.base_learning_rate must be a number > 0 or {common.AUTO!r} (the "
+            f"paper's table by batch size). Received: config.optimizer.base_learning_rate={rate!r}"
+        )
+    else:
+        at_least(problems, "config.optimizer.base_learning_rate", rate, 0.0, strict=True)
+    for key in ("config.optimizer.beta_1", "config.optimizer.beta_2"):
+        if not 0.0 <= flat[key] < 1.0:
+            problems.append(f"{key} must be in [0, 1). Received: {key}={flat[key]!r}")
+    at_least(problems, "config.optimizer.epsilon", flat["config.optimizer.epsilon"], 0.0,
+             strict=True)
+    try:
+        optimizers.check_patterns("exclude_from_decay",
+                                  flat["config.optimizer.exclude_from_decay"])
+    except ValueError as error:
+        problems.append(f"config.optimizer.exclude_from_decay: {error}")
     at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
     at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
     at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
@@ -285,6 +337,10 @@ def _training_problems(flat, problems, num_replicas):
 def validate(config, num_replicas=1):
     """Checks a resolved pretraining config; raises one ValueError listing every problem.
 
+    A valid `optimizer.base_learning_rate="auto"` is then replaced by its number
+    (`common.auto_base_learning_rate` of `batch_size`), so that the printed and saved config show
+    the rate the run uses.
+
     Reads no data: a folder given as `dataset` is only checked to exist, and `num_examples` is
     compared with the dataset's size later, when the dataset is opened.
 
@@ -293,7 +349,7 @@ def validate(config, num_replicas=1):
         num_replicas: the number of replicas the global batch is split over.
 
     Returns:
-        `config`, unchanged.
+        `config`, unchanged but for "auto".
     """
     unresolved = []
     flat = checks.flatten(config, unresolved=unresolved)
@@ -309,5 +365,7 @@ def validate(config, num_replicas=1):
             f"Invalid pretraining config ({len(problems)} problem"
             f"{'s' if len(problems) > 1 else ''}):\n  - " + "\n  - ".join(problems)
         )
+    if config.optimizer.base_learning_rate == common.AUTO:
+        config.optimizer.base_learning_rate = common.base_learning_rate(config)
     return config
 

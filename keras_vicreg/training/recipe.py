@@ -22,6 +22,7 @@ import keras
 from tensorflow.io import gfile
 
 from keras_vicreg import export as vicreg_export
+from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
@@ -31,6 +32,7 @@ from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import multihost
 from keras_vicreg.training import summaries
+from keras_vicreg.training.optimizers import AdamW
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
 from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
@@ -88,18 +90,28 @@ def make_model(config, channels):
 
 
 def make_optimizer(config):
-    """LARS with the warmup-cosine schedule of `config.optimizer`."""
+    """`config.optimizer.name`'s optimizer ("lars" or "adamw") with the warmup-cosine schedule.
+
+    Both exclude the variables whose path matches `config.optimizer.exclude_from_decay` from the
+    weight decay (and LARS from its trust ratio); "auto" is the paper's base rate for the batch.
+    """
     options = config.optimizer
     schedule = WarmupCosine(
-        options.base_learning_rate,
+        common.base_learning_rate(config),
         total_steps=config.total_steps,
         warmup_steps=options.warmup_steps,
         batch_size=config.batch_size,
         end_factor=options.end_factor,
     )
+    exclude = list(options.exclude_from_decay)
+    if options.name == "adamw":
+        return AdamW(
+            schedule, weight_decay=options.weight_decay, beta_1=options.beta_1,
+            beta_2=options.beta_2, epsilon=options.epsilon, exclude_from_decay=exclude,
+        )
     return LARS(
         schedule, momentum=options.momentum, weight_decay=options.weight_decay, eta=options.eta,
-        clip_trust_ratio=options.clip_trust_ratio,
+        clip_trust_ratio=options.clip_trust_ratio, exclude_from_adaptation=exclude,
     )
 
 
