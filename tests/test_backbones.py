@@ -72,7 +72,8 @@ def test_grayscale_images_need_no_adapter():
         (dict(depth=18, stem="cifar"), "stem"),
         (dict(depth=18, input_shape=(32, 32)), "input_shape"),
         (dict(depth=18, filters=(8, 16, 32)), "filters"),
-        (dict(depth=18, filters=(8, 16, 32, 64)), "small"),
+        (dict(depth=18, source="keras_cv", filters=(8, 16, 32, 64)), "small"),
+        (dict(depth=50, width_multiplier=0), "width_multiplier"),
     ],
 )
 def test_bad_arguments_raise_a_clear_error(kwargs, message):
