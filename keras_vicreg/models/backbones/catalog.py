@@ -7,14 +7,14 @@ architecture (VICReg's flexibility table: ResNet-50 beside ViT-S) all read one t
     convnet                                  the two-layer test convnet (`convnet.convnet`)
     resnet18 ... resnet152, resnet200        `resnet_backbone.resnet(depth)`
     resnet50x2, resnet50x4, resnet200x2      the released wide ones (`width_multiplier` 2, 4)
-    vit_tiny, vit_s16, vit_b16               `vit.vit(name)`
-    convnext_tiny                            `convnext.convnext(name)`
+    vit_tiny, vit_s16, vit_b16               `vit_backbone.vit(name)`
+    convnext_tiny                            `convnext_backbone.convnext(name)`
 """
 
 import re
 
-from keras_vicreg.models.backbones import convnext as convnext_lib
-from keras_vicreg.models.backbones import vit as vit_lib
+from keras_vicreg.models.backbones import convnext_backbone as convnext_lib
+from keras_vicreg.models.backbones import vit_backbone as vit_lib
 from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models.backbones.resnet_backbone import resnet
 
@@ -64,7 +64,7 @@ def build(
         input_shape: (height, width, channels).
         source, stem, filters, zero_init_residual: the ResNet options (`resnet_backbone.resnet`);
             `filters` are also the convnet's widths (its first two).
-        vit_pooling: "class_token" or "mean" for the ViTs (`vit.vit`'s `pooling`).
+        vit_pooling: "class_token" or "mean" for the ViTs (`vit_backbone.vit`'s `pooling`).
 
     Returns:
         A functional `keras.Model`.

@@ -41,6 +41,10 @@ class ResizablePatchEmbedding(ViTPatchingAndEmbedding):
     weights stay those of the built grid, so training at one size and reading another share them.
     """
 
+    def __init__(self, image_size, patch_size, hidden_dim, **kwargs):
+        # Tuples, also when read back from a `.keras` file's JSON lists.
+        super().__init__(tuple(image_size), tuple(patch_size), hidden_dim, **kwargs)
+
     def call(self, inputs):
         patches = self.patch_embedding(inputs)
         if self.data_format == "channels_first":
