@@ -36,7 +36,9 @@ def convnext(variant="convnext_tiny", *, input_shape=(224, 224, 3), name=None):
         (None, 768)
     """
     if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {sorted(VARIANTS)}. Received: variant={variant!r}")
+        raise ValueError(
+            f"`variant` must be one of {sorted(VARIANTS)}. Received: variant={variant!r}"
+        )
     if len(input_shape) != 3 or any(side is not None and side < MIN_IMAGE_SIZE
                                     for side in input_shape[:2]):
         raise ValueError(

@@ -173,7 +173,9 @@ def vit(
         (None, 32)
     """
     if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {sorted(VARIANTS)}. Received: variant={variant!r}")
+        raise ValueError(
+            f"`variant` must be one of {sorted(VARIANTS)}. Received: variant={variant!r}"
+        )
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
     defaults = VARIANTS[variant]
