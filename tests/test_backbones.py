@@ -131,7 +131,6 @@ def test_wide_resnets_multiply_every_width_and_resnet200_has_its_blocks():
                             width_multiplier=2)
     assert wide.name == "resnet50x2_keras_hub" and wide.output_shape == (None, 4 * 128)
     assert wide.get_layer("conv1_conv").filters == 16  # the ImageNet stem is widened too
-    assert wide(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 512)
     assert backbones.catalog.resnet_depth_and_width("resnet200x2") == (200, 2)
     assert backbones.catalog.resnet_depth_and_width("resnet50x4") == (50, 4)
     assert backbones.resnet_backbone._DEPTH_BLOCKS[200] == (3, 24, 36, 3)
