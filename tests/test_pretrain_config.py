@@ -293,6 +293,8 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
     "key, value, expected",
     [
         ("model.backbone", "resnet19", "config.model.backbone must be a backbone"),
+        ("model.backbone", "convnext_tiny", "convnext_tiny needs an image_size of at least 32"),
+        ("model.vit_pooling", "max", "config.model.vit_pooling must be a ViT pooling"),
         ("dataset", "imagenet2013", "config.dataset must be a tfds name"),
         ("augmentation", "strong", "config.augmentation must be an augmentation preset"),
         ("model.expander", "8192-x", "config.model.expander: The expander spec"),
@@ -445,3 +447,17 @@ def test_the_default_optimizer_is_lars_with_the_exclusion_rule():
     assert config.optimizer.name == "lars"
     assert config.optimizer.exclude_from_decay == (
         r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"(^|/)class_token$", r"(^|/)position_embedding/")
+
+
+def test_a_vit_needs_images_its_patches_tile():
+    config = load_config("tiny")
+    config.model.backbone, config.image_size = "vit_tiny", 18
+    assert ("config.image_size: vit_tiny needs an image_size that is a multiple of its patch size "
+            "4. Received: config.image_size=18") in _invalid(config)
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny", "resnet50x2", "resnet200x2", "resnet200"])
+def test_the_papers_backbones_are_valid_config_choices(backbone):
+    config = load_config("tiny")
+    config.model.backbone = backbone
+    pretraining.validate(config)

@@ -30,7 +30,8 @@ The keys (see `default_config` for the defaults):
                                above which the run stops before training (`training.bad_images`)
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
-    model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
+    model.*                    backbone (a name of `keras_vicreg.backbones.NAMES`: ResNets, wide
+                               ones, ViTs, ConvNeXt), expander and loss options of `VICReg`
     optimizer.*                the optimizer and its `WarmupCosine` schedule:
     optimizer.name             "lars" (the release's) or "adamw" (Keras' AdamW, e.g. for a ViT)
     optimizer.base_learning_rate
@@ -81,7 +82,7 @@ from keras_vicreg.data import sources
 from keras_vicreg.training import optimizers
 
 SYNTHETIC = "synthetic"
-BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = backbones.NAMES
 MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("lars", "adamw")
 
@@ -120,6 +121,7 @@ def default_config():
     config.model.stem = "small"
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
+    config.model.vit_pooling = "class_token"  # or "mean" of the patch tokens (the ViTs only)
     # keras_vicreg.experimental.cpu: fused BatchNorm and matmul filter gradients, for small CPUs.
     config.model.experimental_cpu_kernels = False
     config.model.expander = "2048-2048-2048"
@@ -252,6 +254,13 @@ def _model_problems(flat, problems):
             "a ResNet source")
     choice(problems, "config.model.stem", flat["config.model.stem"], backbones.STEMS,
             "a ResNet stem")
+    choice(problems, "config.model.vit_pooling", flat["config.model.vit_pooling"],
+            backbones.VIT_POOLINGS, "a ViT pooling")
+    backbone, size = flat["config.model.backbone"], flat["config.image_size"]
+    if backbone in BACKBONES and isinstance(size, int):
+        problem = backbones.catalog.image_size_problem(backbone, size)
+        if problem:
+            problems.append(f"config.image_size: {problem}. Received: config.image_size={size}")
     filters = flat["config.model.filters"]
     if len(filters) != 4 or not all(isinstance(f, int) and f > 0 for f in filters):
         problems.append(

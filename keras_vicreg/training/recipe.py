@@ -26,7 +26,6 @@ from keras_vicreg.config import common
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
-from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
@@ -64,17 +63,15 @@ def make_model(config, channels):
     """
     options = config.model
     input_shape = (config.image_size, config.image_size, channels)
-    if options.backbone == "convnet":
-        backbone = convnet(options.filters, input_shape)
-    else:
-        backbone = backbones.resnet(
-            int(options.backbone.removeprefix("resnet")),
-            source=options.source,
-            stem=options.stem,
-            zero_init_residual=options.zero_init_residual,
-            input_shape=input_shape,
-            filters=tuple(options.filters),
-        )
+    backbone = backbones.build(
+        options.backbone,
+        input_shape,
+        source=options.source,
+        stem=options.stem,
+        filters=tuple(options.filters),
+        zero_init_residual=options.zero_init_residual,
+        vit_pooling=options.vit_pooling,
+    )
     if options.experimental_cpu_kernels:
         cpu_kernels.use_cpu_kernels(backbone)
     return VICReg(
