@@ -32,9 +32,9 @@ class VICReg(keras.Model):
     VICReg regularises each branch's embeddings on their own, branch b may instead have its own
     weights, its own architecture, even its own input type (`backbone_b`): the pairs are then
     `(input_a, input_b)` of whatever the two backbones take, e.g. images and token sequences.
-    The options `predictor`, `stop_gradient_b`, `momentum` (with BYOL's ramp), `expander_batch_norm`,
-    `invariance`, `symmetric` and the three coefficients reproduce the rows of the paper's
-    ablation table (docs/reproducing.md, configs/paper_ablations.py).
+    The options `predictor`, `stop_gradient_b`, `momentum` (with BYOL's ramp),
+    `expander_batch_norm`, `invariance`, `symmetric` and the three coefficients reproduce the rows
+    of the paper's ablation table (docs/reproducing.md, configs/paper_ablations.py).
 
     Args:
         backbone: branch a's `keras.Model` (or layer) mapping inputs to a feature vector or a
