@@ -31,7 +31,16 @@ The keys (see `default_config` for the defaults):
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
     model.*                    backbone (a name of `keras_vicreg.backbones.NAMES`: ResNets, wide
-                               ones, ViTs, ConvNeXt), expander and loss options of `VICReg`
+                               ones, ViTs, ConvNeXt), expander and loss options of `VICReg`;
+                               its switches (`keras_vicreg.config.model_options`):
+    model.branch_b, model.backbone_b
+                               "shared" weights, branch b's "own_weights", or its
+                               "own_architecture" `backbone_b` (the flexibility table)
+    model.predictor, model.stop_gradient_b, model.momentum, model.momentum_schedule,
+    model.expander_batch_norm  the ablation table's PR, SG, ME (BYOL's cosine ramp to 1) and BN
+    model.invariance, model.symmetric, model.gamma, model.eps
+                               "mse" or "cosine" (BYOL, SimSiam) invariance, the loss averaged
+                               over both directions, the variance term's target and epsilon
     optimizer.*                the optimizer and its `WarmupCosine` schedule:
     optimizer.name             "lars" (the release's) or "adamw" (Keras' AdamW, e.g. for a ViT)
     optimizer.base_learning_rate
@@ -70,6 +79,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from keras_vicreg.config import checks
+from keras_vicreg.config import model_options
 from keras_vicreg.config.checks import at_least
 from keras_vicreg.config.checks import choice
 from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
@@ -130,6 +140,7 @@ def default_config():
     config.model.sim_coeff = 25.0
     config.model.std_coeff = 25.0
     config.model.cov_coeff = 1.0
+    model_options.add_defaults(config.model)  # branch b, predictor, momentum, loss variants
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "lars"
@@ -277,6 +288,7 @@ def _model_problems(flat, problems):
         problems.append(f"config.model.covariance: {error}")
     for key in ("config.model.sim_coeff", "config.model.std_coeff", "config.model.cov_coeff"):
         at_least(problems, key, flat[key], 0.0)
+    model_options.problems(flat, problems, BACKBONES)
 
 
 def _optimizer_problems(flat, problems):

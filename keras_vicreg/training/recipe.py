@@ -23,6 +23,7 @@ from tensorflow.io import gfile
 
 from keras_vicreg import export as vicreg_export
 from keras_vicreg.config import common
+from keras_vicreg.config import model_options
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
@@ -63,26 +64,39 @@ def make_model(config, channels):
     """
     options = config.model
     input_shape = (config.image_size, config.image_size, channels)
-    backbone = backbones.build(
-        options.backbone,
-        input_shape,
-        source=options.source,
-        stem=options.stem,
-        filters=tuple(options.filters),
-        zero_init_residual=options.zero_init_residual,
-        vit_pooling=options.vit_pooling,
-    )
-    if options.experimental_cpu_kernels:
-        cpu_kernels.use_cpu_kernels(backbone)
+
+    def make_backbone(name, suffix=""):  # branch b's gets a name of its own
+        return backbones.build(
+            name,
+            input_shape,
+            source=options.source,
+            stem=options.stem,
+            filters=tuple(options.filters),
+            zero_init_residual=options.zero_init_residual,
+            vit_pooling=options.vit_pooling,
+            model_name=f"{name}{suffix}" if suffix else None,
+        )
+
+    backbone = make_backbone(options.backbone)
+    backbone_b = None
+    if options.branch_b != "shared":  # the flexibility table's DW and DA
+        backbone_b = make_backbone(
+            options.backbone if options.branch_b == "own_weights" else options.backbone_b, "_b"
+        )
+    for model in (backbone, backbone_b):
+        if options.experimental_cpu_kernels and model is not None:
+            cpu_kernels.use_cpu_kernels(model)
     return VICReg(
         backbone,
         options.expander,
+        backbone_b=backbone_b,
         sim_coeff=options.sim_coeff,
         std_coeff=options.std_coeff,
         cov_coeff=options.cov_coeff,
         covariance=options.covariance,
         # None: synchronised under a strategy of several replicas or processes (models.batch_norm)
         sync_batch_norm=None if options.sync_batch_norm else False,
+        **model_options.model_kwargs(options, config.total_steps),
     )
 
 

@@ -56,6 +56,7 @@ def build(
     filters=(64, 128, 256, 512),
     zero_init_residual=True,
     vit_pooling="class_token",
+    model_name=None,
 ):
     """The backbone `name` on images of `input_shape`, from images to (batch, d) features.
 
@@ -65,6 +66,8 @@ def build(
         source, stem, filters, zero_init_residual: the ResNet options (`resnet_backbone.resnet`);
             `filters` are also the convnet's widths (its first two).
         vit_pooling: "class_token" or "mean" for the ViTs (`vit_backbone.vit`'s `pooling`).
+        model_name: the Keras model's name; None: the builder's default (a second branch's
+            backbone needs a name of its own).
 
     Returns:
         A functional `keras.Model`.
@@ -72,11 +75,11 @@ def build(
     if name not in NAMES:
         raise ValueError(f"`name` must be one of {NAMES}. Received: name={name!r}")
     if name == "convnet":
-        return convnet(filters, input_shape)
+        return convnet(filters, input_shape, name=model_name or "convnet")
     if name in VITS:
-        return vit_lib.vit(name, input_shape=input_shape, pooling=vit_pooling)
+        return vit_lib.vit(name, input_shape=input_shape, pooling=vit_pooling, name=model_name)
     if name in CONVNEXTS:
-        return convnext_lib.convnext(name, input_shape=input_shape)
+        return convnext_lib.convnext(name, input_shape=input_shape, name=model_name)
     depth, width = resnet_depth_and_width(name)
     return resnet(
         depth,
@@ -86,4 +89,5 @@ def build(
         input_shape=input_shape,
         filters=tuple(filters),
         width_multiplier=width,
+        name=model_name,
     )
