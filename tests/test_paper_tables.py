@@ -29,8 +29,7 @@ def load_config(name, arg=None):
 
 
 def flexibility_rows():
-    return [row if row == "da_r50_vits" else row
-            for row in FLEXIBILITY]
+    return list(FLEXIBILITY)
 
 
 # --------------------------------------------------------------------------------------------------
