@@ -100,7 +100,11 @@ def exit_for(error):
     else:
         traceback.print_exception(error)
     status = exit_codes.status_of(error)
-    if multihost.process_count() == 1:
+    try:
+        processes = multihost.process_count()
+    except ValueError:  # the job's description itself is what failed (e.g. a malformed TF_CONFIG)
+        processes = 1
+    if processes == 1:
         sys.exit(status)
     if isinstance(error, multihost.WriterFailedError):
         time.sleep(WRITER_FIRST_S)
