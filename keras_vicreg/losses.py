@@ -20,6 +20,8 @@ a known source of NaNs in mixed precision).
 from keras import ops
 
 COVARIANCE_METHODS = ("auto", "dense", "gram")
+# The invariance term: VICReg's mean squared error, or BYOL's and SimSiam's cosine distance.
+INVARIANCES = ("mse", "cosine")
 
 # Where the batch size is unknown when the graph is traced, "auto" cannot compare N with d; it picks the
 # Gram form for embeddings at least this wide (the paper's 8192-wide expander) and the dense form below.
@@ -75,6 +77,35 @@ def invariance_loss(z_a, z_b):
     """Mean squared error between the two views' embeddings, over all n*d elements."""
     z_a, z_b = _check_pair(z_a, z_b)
     return ops.mean(ops.square(z_a - z_b))
+
+
+def cosine_invariance_loss(p, z):
+    """2 - 2 cos(p_i, z_i) averaged over the rows: BYOL's and SimSiam's invariance term.
+
+    It is the squared distance between the L2-normalised rows, so that only directions count;
+    in [0, 4], 0 when every pair points the same way. For embeddings of per-feature std 1 it is
+    about the mean squared error of `invariance_loss`, so the same `sim_coeff` balances it
+    against the variance and covariance terms.
+    """
+    p, z = _check_pair(p, z)
+
+    def normalise(x):  # a zero row stays zero instead of dividing by zero
+        squared_norm = ops.sum(ops.square(x), axis=1, keepdims=True)
+        return x / ops.sqrt(ops.maximum(squared_norm, 1e-24))
+
+    cosine = ops.sum(normalise(p) * normalise(z), axis=1)
+    return ops.mean(2.0 - 2.0 * cosine)
+
+
+def invariance_term(z_a, z_b, invariance="mse"):
+    """The invariance term named by `invariance`: "mse" (VICReg's) or "cosine" (BYOL's)."""
+    if invariance not in INVARIANCES:
+        raise ValueError(
+            f"`invariance` must be one of {INVARIANCES}. Received: invariance={invariance!r}"
+        )
+    if invariance == "cosine":
+        return cosine_invariance_loss(z_a, z_b)
+    return invariance_loss(z_a, z_b)
 
 
 def variance_loss(z, gamma=1.0, eps=1e-4):
@@ -196,6 +227,7 @@ def vicreg_loss(
     gamma=1.0,
     eps=1e-4,
     covariance="auto",
+    invariance="mse",
 ):
     """The VICReg loss of two views' embeddings.
 
@@ -208,6 +240,8 @@ def vicreg_loss(
         gamma: target standard deviation of each feature.
         eps: added to the variance before the square root, for stability.
         covariance: "dense", "gram" or "auto" (see `covariance_loss`).
+        invariance: "mse" (VICReg's mean squared error) or "cosine" (BYOL's and SimSiam's
+            2 - 2 cos, `cosine_invariance_loss`), for the paper's ablation table.
 
     Returns:
         A dict of float32 scalars: `loss`, `invariance`, `variance`, `covariance` (the unweighted
@@ -219,8 +253,8 @@ def vicreg_loss(
     """
     z_a, z_b = _check_pair(z_a, z_b)
     resolve_covariance_method(covariance, None, 0)  # validates the name before any work
-    invariance = invariance_loss(z_a, z_b)
+    similarity = invariance_term(z_a, z_b, invariance)
     variance = (variance_loss(z_a, gamma, eps) + variance_loss(z_b, gamma, eps)) / 2.0
     cov = covariance_loss(z_a, covariance) + covariance_loss(z_b, covariance)
-    loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * cov
-    return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": cov}
+    loss = sim_coeff * similarity + std_coeff * variance + cov_coeff * cov
+    return {"loss": loss, "invariance": similarity, "variance": variance, "covariance": cov}

@@ -72,7 +72,8 @@ def test_grayscale_images_need_no_adapter():
         (dict(depth=18, stem="cifar"), "stem"),
         (dict(depth=18, input_shape=(32, 32)), "input_shape"),
         (dict(depth=18, filters=(8, 16, 32)), "filters"),
-        (dict(depth=18, filters=(8, 16, 32, 64)), "small"),
+        (dict(depth=18, source="keras_cv", filters=(8, 16, 32, 64)), "small"),
+        (dict(depth=50, width_multiplier=0), "width_multiplier"),
     ],
 )
 def test_bad_arguments_raise_a_clear_error(kwargs, message):
@@ -123,3 +124,27 @@ def test_the_imagenet_stem_encoder_is_a_keras_hub_backbone_that_a_keras_hub_task
     classifier = keras_hub.models.ResNetImageClassifier(backbone=encoders[0], num_classes=3)
     x = np.random.default_rng(4).uniform(size=(2, 32, 32, 3)).astype("float32")
     assert tuple(classifier.predict(x, verbose=0).shape) == (2, 3)
+
+
+def test_wide_resnets_multiply_every_width_and_resnet200_has_its_blocks():
+    wide = backbones.resnet(50, input_shape=(64, 64, 3), filters=(8, 16, 32, 64),
+                            width_multiplier=2)
+    assert wide.name == "resnet50x2_keras_hub" and wide.output_shape == (None, 4 * 128)
+    assert wide.get_layer("conv1_conv").filters == 16  # the ImageNet stem is widened too
+    assert backbones.catalog.resnet_depth_and_width("resnet200x2") == (200, 2)
+    assert backbones.catalog.resnet_depth_and_width("resnet50x4") == (50, 4)
+    assert backbones.resnet_backbone._DEPTH_BLOCKS[200] == (3, 24, 36, 3)
+
+
+def test_convnext_tiny_builds_offline_and_a_test_convnext_round_trips(tmp_path):
+    tiny = backbones.build("convnext_tiny", (32, 32, 3))
+    assert tiny.output_shape == (None, 768) and tiny.name == "convnext_tiny"
+    small = backbones.convnext("convnext_test", input_shape=(32, 32, 1))
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
+    features = keras.ops.convert_to_numpy(small(images))
+    assert features.shape == (2, 64) and np.abs(features).max() > 0
+    small.save(tmp_path / "convnext.keras")
+    loaded = keras.saving.load_model(tmp_path / "convnext.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)), features, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 32"):
+        backbones.convnext("convnext_tiny", input_shape=(16, 16, 3))

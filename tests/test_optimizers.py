@@ -1,9 +1,12 @@
-"""Tests of keras_vicreg.training.optimizers.LARS against an independent NumPy float64 reference."""
+"""Tests of keras_vicreg.training.optimizers (LARS, AdamW, the exclusion rule) against independent
+NumPy float64 references and the variables of a keras-hub ViT and ResNet."""
 
 import keras
 import numpy as np
 import pytest
 
+from keras_vicreg.training.optimizers import EXCLUDE_FROM_DECAY
+from keras_vicreg.training.optimizers import AdamW
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.schedules import WarmupCosine
 
@@ -264,3 +267,253 @@ def test_fit_in_mixed_float16_wraps_lars_in_loss_scaling(mixed_float16):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(model.optimizer.inner_optimizer, LARS)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+# The exclusion rule (EXCLUDE_FROM_DECAY) and AdamW.
+
+
+def _tiny_vit():
+    import keras_hub
+
+    return keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2,
+                                        num_heads=2, hidden_dim=16, mlp_dim=32)
+
+
+def _excluded_paths(optimizer, variables):
+    return {v.path for v in variables if optimizer.is_excluded(v)}
+
+
+@pytest.mark.backend_neutral
+def test_default_exclusion_on_a_vit_is_biases_norms_class_token_and_position_embeddings():
+    variables = _tiny_vit().trainable_variables
+    # Written out by hand from keras-hub's layer names, not from the patterns.
+    expected = {"vit_patching_and_embedding/class_token",
+                "vit_patching_and_embedding/patch_embedding/bias",
+                "vit_patching_and_embedding/position_embedding/embeddings",
+                "vit_encoder/ln/gamma", "vit_encoder/ln/beta"}
+    for block in ("vit_encoder/transformer_block_1", "vit_encoder/transformer_block_2"):
+        expected |= {f"{block}/{norm}/{weight}" for norm in ("ln_1", "ln_2")
+                     for weight in ("gamma", "beta")}
+        expected |= {f"{block}/mha/{part}/bias"
+                     for part in ("query", "key", "value", "attention_output")}
+        expected |= {f"{block}/mlp/dense_1/bias", f"{block}/mlp/dense_2/bias"}
+    lars = LARS(0.1, exclude_from_adaptation=EXCLUDE_FROM_DECAY)
+    adamw = AdamW(0.1, exclude_from_decay=EXCLUDE_FROM_DECAY)
+    assert _excluded_paths(lars, variables) == expected
+    assert _excluded_paths(adamw, variables) == expected
+    # Every other variable is a kernel: decayed and, with LARS, trust-scaled.
+    assert {v.path.rsplit("/", 1)[1] for v in variables if v.path not in expected} == {"kernel"}
+    # The release's 1-D rule would decay and trust-scale the class token (1, 1, d), the position
+    # embeddings (N, d) and the attention's query, key and value biases (heads, head_dim).
+    one_d = _excluded_paths(LARS(0.1), variables)
+    assert one_d < expected
+    assert {path.rsplit("/", 2)[-2] for path in expected - one_d} == {
+        "vit_patching_and_embedding", "position_embedding", "query", "key", "value"}
+
+
+@pytest.mark.backend_neutral
+@pytest.mark.parametrize("model", ["resnet18", "vicreg_convnet"])
+def test_default_exclusion_on_a_resnet_and_the_tiny_model_is_the_releases_1d_rule(model):
+    from keras_vicreg.models import backbones
+    from keras_vicreg.training import recipe
+
+    if model == "resnet18":
+        variables = backbones.resnet(18, stem="small", input_shape=(16, 16, 3),
+                                     filters=(4, 8, 8, 8)).trainable_variables
+    else:  # configs/tiny.py's model: the convnet and the expander (Dense, BatchNorm)
+        config = _load_config("tiny")
+        variables = recipe.make_model(config, 3).trainable_variables
+        assert any("expander" in v.path for v in variables)
+    by_name = _excluded_paths(LARS(0.1, exclude_from_adaptation=EXCLUDE_FROM_DECAY), variables)
+    assert by_name == _excluded_paths(LARS(0.1), variables)  # the 1-D rule
+    assert by_name == {v.path for v in variables
+                       if v.path.rsplit("/", 1)[1] in ("bias", "gamma", "beta")}
+    assert {v.path.rsplit("/", 1)[1] for v in variables if v.path in by_name} >= {"gamma", "beta"}
+    assert len(by_name) < len(variables)
+
+
+def _load_config(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _vit_like_variables():
+    """{path: variable} of a kernel, a bias, a class token and position embeddings, by path."""
+    rng = np.random.default_rng(3)
+    embedding = keras.layers.Embedding(5, 4, name="position_embedding")
+    embedding.build((None,))
+    embedding.embeddings.assign(rng.normal(size=(5, 4)).astype("float32"))
+    variables = [
+        keras.Variable(rng.normal(size=(4, 3)).astype("float32"), name="kernel"),
+        keras.Variable(rng.normal(size=(3,)).astype("float32"), name="bias"),
+        keras.Variable(rng.normal(size=(1, 1, 4)).astype("float32"), name="class_token"),
+        embedding.embeddings,
+    ]
+    assert [v.path for v in variables][-1] == "position_embedding/embeddings"
+    return variables
+
+
+def _adamw_reference(params, grads_per_step, excluded, lr, weight_decay, beta_1, beta_2, eps):
+    """AdamW (Loshchilov and Hutter; torch.optim.AdamW's update) in float64, from the formula."""
+    params = {name: value.astype(np.float64) for name, value in params.items()}
+    m = {name: np.zeros_like(value) for name, value in params.items()}
+    v = {name: np.zeros_like(value) for name, value in params.items()}
+    for t, grads in enumerate(grads_per_step, start=1):
+        for name in params:
+            g = grads[name].astype(np.float64)
+            if name not in excluded:
+                params[name] = params[name] - lr * weight_decay * params[name]
+            m[name] = beta_1 * m[name] + (1 - beta_1) * g
+            v[name] = beta_2 * v[name] + (1 - beta_2) * g * g
+            m_hat, v_hat = m[name] / (1 - beta_1**t), v[name] / (1 - beta_2**t)
+            params[name] = params[name] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return params
+
+
+@pytest.mark.backend_neutral
+def test_adamw_skips_the_decay_of_excluded_variables_as_a_numpy_reference():
+    variables = _vit_like_variables()
+    params = {v.path: keras.ops.convert_to_numpy(v) for v in variables}
+    rng = np.random.default_rng(4)
+    grads_per_step = [{path: rng.normal(size=value.shape).astype("float32")
+                       for path, value in params.items()} for _ in range(3)]
+    hyper = dict(lr=0.05, weight_decay=0.5, beta_1=0.9, beta_2=0.99, eps=1e-8)
+    optimizer = AdamW(hyper["lr"], weight_decay=hyper["weight_decay"], beta_1=hyper["beta_1"],
+                      beta_2=hyper["beta_2"], epsilon=hyper["eps"],
+                      exclude_from_decay=EXCLUDE_FROM_DECAY)
+    for grads in grads_per_step:
+        optimizer.apply([grads[v.path] for v in variables], variables)
+    excluded = {"bias", "class_token", "position_embedding/embeddings"}
+    assert _excluded_paths(optimizer, variables) == excluded
+    expected = _adamw_reference(params, grads_per_step, excluded, **hyper)
+    decayed = _adamw_reference(params, grads_per_step, set(), **hyper)
+    for variable in variables:
+        actual = keras.ops.convert_to_numpy(variable)
+        np.testing.assert_allclose(actual, expected[variable.path], rtol=1e-5, atol=1e-6,
+                                   err_msg=variable.path)
+        if variable.path in excluded:  # decaying it would have moved it measurably
+            assert np.max(np.abs(actual - decayed[variable.path])) > 1e-3, variable.path
+
+
+@pytest.mark.backend_neutral
+def test_lars_skips_decay_and_trust_ratio_of_excluded_variables_as_a_numpy_reference():
+    variables = _vit_like_variables()
+    params = {v.path: keras.ops.convert_to_numpy(v) for v in variables}
+    rng = np.random.default_rng(5)
+    grads_per_step = [{path: rng.normal(size=value.shape).astype("float32")
+                       for path, value in params.items()} for _ in range(STEPS)]
+    optimizer = LARS(LR, momentum=MOMENTUM, weight_decay=0.05, eta=ETA,
+                     exclude_from_adaptation=EXCLUDE_FROM_DECAY)
+    for grads in grads_per_step:
+        optimizer.apply([grads[v.path] for v in variables], variables)
+    excluded = {"bias", "class_token", "position_embedding/embeddings"}
+    expected, _ = _reference_trajectory(params, grads_per_step, excluded, 0.05)
+    adapted, _ = _reference_trajectory(params, grads_per_step, set(), 0.05)
+    for variable in variables:
+        actual = keras.ops.convert_to_numpy(variable)
+        np.testing.assert_allclose(actual, expected[variable.path], rtol=1e-5, atol=1e-7,
+                                   err_msg=variable.path)
+        if variable.path in excluded:  # the trust ratio would have moved it measurably
+            assert np.max(np.abs(actual - adapted[variable.path])) > 1e-2, variable.path
+
+
+@pytest.mark.backend_neutral
+def test_adamw_round_trips_its_patterns_and_rejects_bad_ones():
+    schedule = WarmupCosine(0.001, total_steps=100, warmup_steps=10, batch_size=512)
+    optimizer = AdamW(schedule, weight_decay=0.05, exclude_from_decay=["bias$"])
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(restored, AdamW) and restored.exclude_from_decay == ["bias$"]
+    assert restored.get_config() == optimizer.get_config()
+    assert AdamW(0.1).is_excluded(keras.Variable(np.zeros(3, "float32"), name="bias")) is False
+    with pytest.raises(ValueError, match=r"Received: exclude_from_decay=\['\('\]"):
+        AdamW(0.1, exclude_from_decay=["("])
+
+
+@pytest.mark.backend_neutral
+@pytest.mark.parametrize("name", ["lars", "adamw"])
+def test_make_optimizer_builds_the_configs_optimizer_and_schedule(name):
+    from keras_vicreg.config import pretraining
+    from keras_vicreg.training import recipe
+
+    config = _load_config("tiny")
+    config.optimizer.name = name
+    config.optimizer.base_learning_rate = 0.002 if name == "adamw" else "auto"
+    config.optimizer.exclude_from_decay = ("bias$",)
+    pretraining.validate(config)
+    optimizer = recipe.make_optimizer(config)
+    assert isinstance(optimizer, {"lars": LARS, "adamw": AdamW}[name])
+    schedule = optimizer._learning_rate
+    # tiny: batch 32, so "auto" is the table's 0.8 for LARS
+    assert schedule.base_learning_rate == (0.002 if name == "adamw" else 0.8)
+    assert schedule.batch_size == 32 and schedule.total_steps == 24
+    variables = [keras.Variable(np.ones((2,), "float32"), name="bias"),
+                 keras.Variable(np.ones((2,), "float32"), name="gamma")]
+    assert _excluded_paths(optimizer, variables) == {"bias"}
+    if name == "adamw":
+        assert (optimizer.weight_decay, optimizer.beta_1, optimizer.epsilon) == (1e-4, 0.9, 1e-8)
+
+
+@pytest.mark.slow
+def test_the_pretraining_binary_trains_with_adamw(tmp_path):
+    import os
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    import h5py
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    workdir = tmp_path / "adamw"
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.pretrain", "--config=configs/tiny.py",
+         f"--workdir={workdir}", "--config.optimizer.name=adamw",
+         "--config.optimizer.base_learning_rate=0.001"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^  name: adamw$", result.stdout, re.M), result.stdout[-3000:]
+    losses = [float(loss) for loss in re.findall(r"^step \d+/24 .*  loss (\S+)", result.stdout,
+                                                 re.M)]
+    assert len(losses) == 24 and np.all(np.isfinite(losses))
+
+    def weights(step):
+        path = workdir / "checkpoints" / f"ckpt-{step:09d}.weights.h5"
+        arrays = {}
+        with h5py.File(path, "r") as file:
+            file.visititems(lambda name, item: arrays.update({name: item[()]})
+                            if isinstance(item, h5py.Dataset) else None)
+        return arrays
+
+    first, last = weights(5), weights(24)
+    moved = [name for name in first if not name.startswith("optimizer")
+             and not np.array_equal(first[name], last[name])]
+    assert len(moved) > 10  # the backbone and the expander trained on
+
+
+@pytest.mark.backend_neutral
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_adamw_in_fit_decays_only_the_kernels(jit_compile):
+    # With a zero loss the gradients are 0 and Adam's step is 0: only the decay moves a weight.
+    if jit_compile and keras.backend.backend() == "torch":
+        pytest.skip("torch.compile is slow on CPU; the eager torch path is tested")
+    model = _dense_model()
+    model.layers[0].bias.assign(np.ones(8, "float32"))
+    before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    optimizer = AdamW(0.1, weight_decay=0.5, exclude_from_decay=EXCLUDE_FROM_DECAY)
+    model.compile(optimizer=optimizer, loss=lambda y, p: 0.0 * keras.ops.sum(p),
+                  jit_compile=jit_compile)
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # 4 steps
+    for variable, value in zip(model.trainable_variables, before, strict=True):
+        factor = 1.0 if variable.path.endswith("bias") else (1.0 - 0.1 * 0.5) ** 4
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), value * factor,
+                                   rtol=1e-5, err_msg=variable.path)

@@ -153,7 +153,9 @@ def test_every_config_and_argument_resolves_to_the_numbers_of_0_1(table, keys):
 def test_every_config_file_is_in_the_table_and_the_renamed_ones_are_gone():
     tables = {**PRETRAINING_0_1, **EVALUATION_0_1, **DEMO_EVAL_0_1}
     files = {name.partition(":")[0] for name in tables}
-    assert files == {path.name for path in CONFIGS.glob("*.py")}
+    # The paper's tables, new since 0.1, are tested row by row in tests/test_paper_tables.py.
+    paper_tables = {"paper_flexibility.py", "paper_ablations.py"}
+    assert files | paper_tables == {path.name for path in CONFIGS.glob("*.py")}
     assert not set(RENAMED) & files
     assert set(RENAMED.values()) <= set(tables)
 
@@ -293,6 +295,8 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_an_error():
     "key, value, expected",
     [
         ("model.backbone", "resnet19", "config.model.backbone must be a backbone"),
+        ("model.backbone", "convnext_tiny", "convnext_tiny needs an image_size of at least 32"),
+        ("model.vit_pooling", "max", "config.model.vit_pooling must be a ViT pooling"),
         ("dataset", "imagenet2013", "config.dataset must be a tfds name"),
         ("augmentation", "strong", "config.augmentation must be an augmentation preset"),
         ("model.expander", "8192-x", "config.model.expander: The expander spec"),
@@ -376,3 +380,86 @@ def test_eval_image_size_defaults_to_the_pretraining_size_and_the_demo_sets_44()
         assert demo.eval_crop_fraction == 1.0  # whole images, as the demo's table reads them
     # The evaluation config takes its size from the pretraining config: one source of truth.
     assert "image_size" not in load_config("fashion_mnist_demo_eval")
+
+
+@pytest.mark.parametrize(
+    "batch, base",
+    [(16, 0.8), (128, 0.8), (129, 0.5), (256, 0.5), (384, 0.4), (512, 0.4), (513, 0.3),
+     (2048, 0.3)],
+)
+def test_auto_base_learning_rate_is_the_papers_table_row_of_the_smallest_batch_at_least_it(
+        batch, base):
+    config = load_config("tiny")
+    config.num_examples = 4 * batch
+    config.batch_size = batch
+    config.optimizer.base_learning_rate = "auto"
+    assert common.base_learning_rate(config) == base
+    pretraining.validate(config)
+    # Written into the config, so that the printed and the saved config show it.
+    assert config.optimizer.base_learning_rate == base
+    assert f"base_learning_rate: {base}" in str(config)
+    pretraining.validate(config)  # and valid again
+
+
+def test_auto_from_the_command_line_and_a_number_beside_it():
+    from absl import flags
+    from ml_collections import config_flags
+
+    for value, expected in (("auto", 0.5), ("0.25", 0.25), ("1", 1)):
+        argv = ["test", f"--config={CONFIGS / 'tiny.py'}", "--config.batch_size=256",
+                "--config.num_examples=1024", f"--config.optimizer.base_learning_rate={value}"]
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
+        flag_values(argv)
+        config = pretraining.validate(flag_values.config)
+        assert config.optimizer.base_learning_rate == expected
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"optimizer.name": "adamw", "optimizer.base_learning_rate": "auto"},
+         "is the paper's table for LARS; it does not apply to AdamW"),
+        ({"optimizer.base_learning_rate": "fast"},
+         "must be a number > 0 or 'auto' (the paper's table by batch size). "
+         "Received: config.optimizer.base_learning_rate='fast'"),
+        ({"optimizer.base_learning_rate": True},
+         "Received: config.optimizer.base_learning_rate=True"),
+        ({"optimizer.base_learning_rate": 0.0},
+         "config.optimizer.base_learning_rate must be > 0.0"),
+        ({"optimizer.name": "sgd"}, "config.optimizer.name must be an optimizer, one of "
+         "['lars', 'adamw']"),
+        ({"optimizer.beta_2": 1.0}, "config.optimizer.beta_2 must be in [0, 1)"),
+        ({"optimizer.epsilon": 0.0}, "config.optimizer.epsilon must be > 0.0"),
+        ({"optimizer.exclude_from_decay": ("bias$", "(")},
+         "config.optimizer.exclude_from_decay: Invalid regular expression"),
+    ],
+)
+def test_an_invalid_optimizer_setting_is_an_error(overrides, expected):
+    config = load_config("tiny")
+    for key, value in overrides.items():
+        config.optimizer[key.split(".")[1]] = value
+    assert expected in _invalid(config)
+    assert config.optimizer.base_learning_rate != 0.8  # an invalid "auto" is left as it was
+
+
+def test_the_default_optimizer_is_lars_with_the_exclusion_rule():
+    config = pretraining.default_config()
+    assert config.optimizer.name == "lars"
+    assert config.optimizer.exclude_from_decay == (
+        r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"(^|/)class_token$", r"(^|/)position_embedding/")
+
+
+def test_a_vit_needs_images_its_patches_tile():
+    config = load_config("tiny")
+    config.model.backbone, config.image_size = "vit_tiny", 18
+    assert ("config.image_size: vit_tiny needs an image_size that is a multiple of its patch size "
+            "4. Received: config.image_size=18") in _invalid(config)
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny", "resnet50x2", "resnet200x2", "resnet200"])
+def test_the_papers_backbones_are_valid_config_choices(backbone):
+    config = load_config("tiny")
+    config.model.backbone = backbone
+    pretraining.validate(config)

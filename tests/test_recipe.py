@@ -55,6 +55,16 @@ def test_make_model_builds_the_configs_backbone_expander_and_optimizer():
     assert tuple(embeddings.shape) == (4, 32)  # the "32-32" expander
 
 
+def test_make_model_builds_a_vit_with_the_configs_pooling():
+    config = load_config("tiny")
+    config.model.backbone, config.model.vit_pooling = "vit_tiny", "mean"
+    model = recipe.make_model(config, channels=1)
+    assert model.backbone.name == "vit_tiny"
+    assert model.backbone.input_shape == (None, config.image_size, config.image_size, 1)
+    assert model.backbone.get_layer("pool").pooling == "mean"
+    assert model.backbone.output_shape == (None, 32)
+
+
 def test_at_image_size_shares_the_layers_and_matches_a_backbone_built_at_that_size():
     small = convnet((4, 6), (12, 12, 1))
     for weight in small.weights:  # moving statistics away from (0, 1): inference mode matters

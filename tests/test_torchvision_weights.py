@@ -14,7 +14,8 @@ nn = torch.nn
 import keras_vicreg  # noqa: E402
 from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet  # noqa: E402
 
-_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}
+_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 200: (3, 24, 36, 3)}
+_WIDTHS = (64, 128, 256, 512)
 
 
 class _BasicBlock(nn.Module):
@@ -65,18 +66,18 @@ def _downsample(inplanes, outplanes, stride):
 class _TorchResNet(nn.Module):
     """torchvision.models.resnet.ResNet without `fc`, returning the pooled features."""
 
-    def __init__(self, depth, small_stem=False):
+    def __init__(self, depth, small_stem=False, widths=_WIDTHS):
         super().__init__()
         block = _BasicBlock if depth < 50 else _Bottleneck
         if small_stem:
-            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.bn1 = nn.BatchNorm2d(64)
-        inplanes = 64
-        for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), _BLOCKS[depth])):
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        inplanes = widths[0]
+        for index, (planes, blocks) in enumerate(zip(widths, _BLOCKS[depth])):
             layers = []
             for i in range(blocks):
                 stride = 2 if index > 0 and i == 0 else 1
@@ -92,10 +93,10 @@ class _TorchResNet(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def _randomised_torch_resnet(depth, small_stem=False):
+def _randomised_torch_resnet(depth, small_stem=False, widths=_WIDTHS):
     """An eval-mode torch ResNet with random convolutions and non-trivial BatchNorm statistics."""
     torch.manual_seed(0)
-    model = _TorchResNet(depth, small_stem)
+    model = _TorchResNet(depth, small_stem, widths)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -192,3 +193,41 @@ def test_wrong_depth_is_an_error_naming_the_missing_blocks():
     state = _randomised_torch_resnet(18).state_dict()
     with pytest.raises(ValueError, match="missing keys: .*layer1.0.conv3.weight"):
         load_torchvision_resnet(state, depth=50, input_shape=(16, 16, 3))
+
+
+def _torch_and_keras_features(torch_model, keras_model, image_size):
+    images = np.random.default_rng(1).normal(size=(2, image_size, image_size, 3)).astype("float32")
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    return keras.ops.convert_to_numpy(keras_model(images, training=False)), expected
+
+
+@pytest.mark.backend_neutral
+def test_released_resnet50x2_state_dict_loads_with_its_parameter_count_and_features():
+    # The released code's resnet50x2: torchvision's ResNet-50 with every width doubled (`widen`).
+    torch_model = _randomised_torch_resnet(50, widths=tuple(2 * w for w in _WIDTHS))
+    state = {k: v for k, v in torch_model.state_dict().items() if not k.startswith("fc.")}
+    trainable = sum(v.numel() for k, v in state.items() if not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked")))
+    keras_model = load_torchvision_resnet(state, depth=50, width_multiplier=2,
+                                          input_shape=(33, 33, 3))
+    keras_trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    assert keras_trainable == trainable == 93_907_072  # "94M" (98M with a 1000-class fc)
+    assert keras_model.output_shape == (None, 4096)
+    got, expected = _torch_and_keras_features(torch_model, keras_model, 33)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_resnet200_with_a_width_multiplier_loads_a_torchvision_state_dict():
+    # TensorFlow only: 200 layers take seconds to build, and the names do not depend on the backend.
+    # ResNet-200 x2's layout (3, 24, 36, 3 blocks, doubled widths) at a sixteenth of the widths.
+    base = (4, 8, 16, 32)
+    torch_model = _randomised_torch_resnet(200, widths=tuple(2 * w for w in base))
+    keras_model = keras_vicreg.backbones.resnet(
+        200, filters=base, width_multiplier=2, input_shape=(33, 33, 3), zero_init_residual=False
+    )
+    keras_vicreg.backbones.assign_torchvision_weights(keras_model, torch_model.state_dict())
+    got, expected = _torch_and_keras_features(torch_model, keras_model, 33)
+    assert got.shape == (2, 4 * 64)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

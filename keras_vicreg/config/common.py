@@ -10,7 +10,9 @@ A pretraining config sets its recipe (dataset size, batch, epochs, warmup epochs
 `finish_pretraining(config, arg)`: the derived numbers (`steps_per_epoch`, `total_steps`,
 `optimizer.warmup_steps`) become `FieldReference`s of those keys, so that a command-line override
 such as `--config.batch_size=512` or `--config.epochs=10` updates them; then `runlocal` shrinks the
-recipe for a smoke run. The numbers are computed here and nowhere else.
+recipe for a smoke run. The numbers are computed here and nowhere else, and so is the base
+learning rate of `optimizer.base_learning_rate="auto"` (`auto_base_learning_rate`), which
+`keras_vicreg.config.pretraining.validate` writes into the config.
 """
 
 import ml_collections
@@ -86,6 +88,42 @@ def set_derived_numbers(config):
         config.get_ref("steps_per_epoch") * config.optimizer.get_ref("warmup_epochs")
     )
     return config
+
+
+# The paper's base learning rate by batch size for 100 epochs of LARS (VICReg's appendix, as public
+# reimplementations read it): (largest batch of the row, base rate). Beyond the last row: 0.3.
+AUTO = "auto"
+BASE_LEARNING_RATE_BY_BATCH = ((128, 0.8), (256, 0.5), (512, 0.4))
+BASE_LEARNING_RATE_LARGER = 0.3
+
+
+def auto_base_learning_rate(batch_size):
+    """The paper's base learning rate for a global batch of `batch_size` (LARS, 100 epochs).
+
+    The table lists 128 -> 0.8, 256 -> 0.5, 512 -> 0.4 and "larger" -> 0.3. Its last row makes
+    every batch above 512 take the next row's rate, so each listed batch is read as the upper end
+    of its row: a batch takes the row of the smallest listed batch >= it (<= 128: 0.8,
+    129..256: 0.5, 257..512: 0.4, above: 0.3). Between two rows this picks the lower of the two
+    rates, the safer side for LARS' divergence; below 128 it keeps the smallest row's 0.8 rather
+    than extrapolating the table's rise. The peak is then `base * batch_size / 256`
+    (`keras_vicreg.training.schedules.WarmupCosine`).
+
+    Args:
+        batch_size: int >= 1, the global batch.
+
+    Returns:
+        The base learning rate, a float.
+    """
+    for largest_batch, rate in BASE_LEARNING_RATE_BY_BATCH:
+        if batch_size <= largest_batch:
+            return rate
+    return BASE_LEARNING_RATE_LARGER
+
+
+def base_learning_rate(config):
+    """`config.optimizer.base_learning_rate` as a number: the table's for "auto"."""
+    value = config.optimizer.base_learning_rate
+    return auto_base_learning_rate(config.batch_size) if value == AUTO else value
 
 
 def shrink_for_local_run(config):

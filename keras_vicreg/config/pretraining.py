@@ -30,8 +30,36 @@ The keys (see `default_config` for the defaults):
                                above which the run stops before training (`training.bad_images`)
     batch_size                 the global batch size, over all replicas
     epochs, steps_per_epoch, total_steps
-    model.*                    backbone, expander and loss options of `keras_vicreg.VICReg`
-    optimizer.*                LARS and its `WarmupCosine` schedule
+    model.*                    backbone (a name of `keras_vicreg.backbones.NAMES`: ResNets, wide
+                               ones, ViTs, ConvNeXt), expander and loss options of `VICReg`;
+                               its switches (`keras_vicreg.config.model_options`):
+    model.branch_b, model.backbone_b
+                               "shared" weights, branch b's "own_weights", or its
+                               "own_architecture" `backbone_b` (the flexibility table)
+    model.predictor, model.stop_gradient_b, model.momentum, model.momentum_schedule,
+    model.expander_batch_norm  the ablation table's PR, SG, ME (BYOL's cosine ramp to 1) and BN
+    model.invariance, model.symmetric, model.gamma, model.eps
+                               "mse" or "cosine" (BYOL, SimSiam) invariance, the loss averaged
+                               over both directions, the variance term's target and epsilon
+    optimizer.*                the optimizer and its `WarmupCosine` schedule:
+    optimizer.name             "lars" (the release's) or "adamw" (Keras' AdamW, e.g. for a ViT)
+    optimizer.base_learning_rate
+                               the rate at batch 256 (peak = base * batch_size / 256), or "auto":
+                               the paper's table by batch size for LARS at 100 epochs, 128 -> 0.8,
+                               256 -> 0.5, 512 -> 0.4, larger -> 0.3, a batch taking the row of the
+                               smallest listed batch >= it (`common.auto_base_learning_rate`);
+                               `validate` writes the number into the config
+    optimizer.weight_decay     LARS' coupled decay, or AdamW's decoupled one (lr * wd * p)
+    optimizer.momentum, eta, clip_trust_ratio
+                               LARS only: momentum, trust coefficient, LARC's clipping
+    optimizer.beta_1, beta_2, epsilon
+                               AdamW only
+    optimizer.exclude_from_decay
+                               regular expressions searched in each variable's path: the matched
+                               variables skip the weight decay and LARS' trust ratio. The default,
+                               `training.optimizers.EXCLUDE_FROM_DECAY` (biases, normalisation,
+                               a ViT's class token and position embeddings), selects the release's
+                               1-D variables on a ResNet; () excludes nothing
     mixed_precision            "float32", "mixed_bfloat16" or "mixed_float16"
     jit_compile                None (Keras' "auto"), True or False
     tf_intra_op_threads        TensorFlow's threads per op; None: its default (one per core). The
@@ -51,18 +79,22 @@ import ml_collections
 from ml_collections import config_dict
 
 from keras_vicreg.config import checks
+from keras_vicreg.config import model_options
 from keras_vicreg.config.checks import at_least
 from keras_vicreg.config.checks import choice
 from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
 from keras_vicreg.data import transforms
+from keras_vicreg.config import common
 from keras_vicreg.models import backbones
 from keras_vicreg.models import expander as expander_lib
 from keras_vicreg import losses
 from keras_vicreg.data import sources
+from keras_vicreg.training import optimizers
 
 SYNTHETIC = "synthetic"
-BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = backbones.NAMES
 MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("lars", "adamw")
 
 
 def default_config():
@@ -99,6 +131,7 @@ def default_config():
     config.model.stem = "small"
     config.model.filters = (64, 128, 256, 512)
     config.model.zero_init_residual = True
+    config.model.vit_pooling = "class_token"  # or "mean" of the patch tokens (the ViTs only)
     # keras_vicreg.experimental.cpu: fused BatchNorm and matmul filter gradients, for small CPUs.
     config.model.experimental_cpu_kernels = False
     config.model.expander = "2048-2048-2048"
@@ -107,9 +140,12 @@ def default_config():
     config.model.sim_coeff = 25.0
     config.model.std_coeff = 25.0
     config.model.cov_coeff = 1.0
+    model_options.add_defaults(config.model)  # branch b, predictor, momentum, loss variants
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.base_learning_rate = 0.3
+    config.optimizer.name = "lars"
+    # A number or "auto": typed object, so that both pass the types and the command line.
+    config.optimizer.base_learning_rate = config_dict.FieldReference(0.3, field_type=object)
     config.optimizer.warmup_epochs = 10
     config.optimizer.warmup_steps = config_dict.placeholder(int)
     config.optimizer.end_factor = 0.001
@@ -117,6 +153,10 @@ def default_config():
     config.optimizer.weight_decay = 1e-6
     config.optimizer.eta = 1e-3
     config.optimizer.clip_trust_ratio = False  # LARC's clipping (solo-learn's `clip_lr`)
+    config.optimizer.beta_1 = 0.9  # AdamW's, as torch.optim.AdamW's defaults
+    config.optimizer.beta_2 = 0.999
+    config.optimizer.epsilon = 1e-8
+    config.optimizer.exclude_from_decay = optimizers.EXCLUDE_FROM_DECAY
 
     config.mixed_precision = "float32"
     config.jit_compile = config_dict.placeholder(bool)
@@ -225,6 +265,13 @@ def _model_problems(flat, problems):
             "a ResNet source")
     choice(problems, "config.model.stem", flat["config.model.stem"], backbones.STEMS,
             "a ResNet stem")
+    choice(problems, "config.model.vit_pooling", flat["config.model.vit_pooling"],
+            backbones.VIT_POOLINGS, "a ViT pooling")
+    backbone, size = flat["config.model.backbone"], flat["config.image_size"]
+    if backbone in BACKBONES and isinstance(size, int):
+        problem = backbones.catalog.image_size_problem(backbone, size)
+        if problem:
+            problems.append(f"config.image_size: {problem}. Received: config.image_size={size}")
     filters = flat["config.model.filters"]
     if len(filters) != 4 or not all(isinstance(f, int) and f > 0 for f in filters):
         problems.append(
@@ -241,11 +288,37 @@ def _model_problems(flat, problems):
         problems.append(f"config.model.covariance: {error}")
     for key in ("config.model.sim_coeff", "config.model.std_coeff", "config.model.cov_coeff"):
         at_least(problems, key, flat[key], 0.0)
+    model_options.problems(flat, problems, BACKBONES)
 
 
 def _optimizer_problems(flat, problems):
-    at_least(problems, "config.optimizer.base_learning_rate",
-              flat["config.optimizer.base_learning_rate"], 0.0, strict=True)
+    name, rate = flat["config.optimizer.name"], flat["config.optimizer.base_learning_rate"]
+    choice(problems, "config.optimizer.name", name, OPTIMIZERS, "an optimizer")
+    if rate == common.AUTO:
+        if name == "adamw":
+            problems.append(
+                f"config.optimizer.base_learning_rate={common.AUTO!r} is the paper's table for "
+                "LARS; it does not apply to AdamW: set a number (e.g. 0.001, the rate at batch "
+                "256). Received: config.optimizer.base_learning_rate='auto' with "
+                "config.optimizer.name='adamw'"
+            )
+    elif isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        problems.append(
+            f"config.optimizer.base_learning_rate must be a number > 0 or {common.AUTO!r} (the "
+            f"paper's table by batch size). Received: config.optimizer.base_learning_rate={rate!r}"
+        )
+    else:
+        at_least(problems, "config.optimizer.base_learning_rate", rate, 0.0, strict=True)
+    for key in ("config.optimizer.beta_1", "config.optimizer.beta_2"):
+        if not 0.0 <= flat[key] < 1.0:
+            problems.append(f"{key} must be in [0, 1). Received: {key}={flat[key]!r}")
+    at_least(problems, "config.optimizer.epsilon", flat["config.optimizer.epsilon"], 0.0,
+             strict=True)
+    try:
+        optimizers.check_patterns("exclude_from_decay",
+                                  flat["config.optimizer.exclude_from_decay"])
+    except ValueError as error:
+        problems.append(f"config.optimizer.exclude_from_decay: {error}")
     at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
     at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
     at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
@@ -285,6 +358,10 @@ def _training_problems(flat, problems, num_replicas):
 def validate(config, num_replicas=1):
     """Checks a resolved pretraining config; raises one ValueError listing every problem.
 
+    A valid `optimizer.base_learning_rate="auto"` is then replaced by its number
+    (`common.auto_base_learning_rate` of `batch_size`), so that the printed and saved config show
+    the rate the run uses.
+
     Reads no data: a folder given as `dataset` is only checked to exist, and `num_examples` is
     compared with the dataset's size later, when the dataset is opened.
 
@@ -293,7 +370,7 @@ def validate(config, num_replicas=1):
         num_replicas: the number of replicas the global batch is split over.
 
     Returns:
-        `config`, unchanged.
+        `config`, unchanged but for "auto".
     """
     unresolved = []
     flat = checks.flatten(config, unresolved=unresolved)
@@ -309,5 +386,7 @@ def validate(config, num_replicas=1):
             f"Invalid pretraining config ({len(problems)} problem"
             f"{'s' if len(problems) > 1 else ''}):\n  - " + "\n  - ".join(problems)
         )
+    if config.optimizer.base_learning_rate == common.AUTO:
+        config.optimizer.base_learning_rate = common.base_learning_rate(config)
     return config
 

@@ -127,7 +127,7 @@ def global_batch_vicreg_loss(z_a, z_b, **options):
         )
     options = {**_VICREG_DEFAULTS, **options}
     gamma, eps, method = options["gamma"], options["eps"], options["covariance"]
-    invariance = losses.invariance_loss(z_a, z_b)
+    invariance = losses.invariance_term(z_a, z_b, options["invariance"])
     variance = (losses.variance_loss(z_a, gamma, eps) + losses.variance_loss(z_b, gamma, eps)) / 2.0
     if torch_group is not None:
         block, blocks = torch_group.rank_and_size()

@@ -32,8 +32,9 @@ class VICReg(keras.Model):
     VICReg regularises each branch's embeddings on their own, branch b may instead have its own
     weights, its own architecture, even its own input type (`backbone_b`): the pairs are then
     `(input_a, input_b)` of whatever the two backbones take, e.g. images and token sequences.
-    The options `predictor`, `stop_gradient_b`, `momentum`, `expander_batch_norm` and the three
-    coefficients reproduce the rows of the paper's ablation table (docs/reproducing.md).
+    The options `predictor`, `stop_gradient_b`, `momentum` (with BYOL's ramp),
+    `expander_batch_norm`, `invariance`, `symmetric` and the three coefficients reproduce the rows
+    of the paper's ablation table (docs/reproducing.md, configs/paper_ablations.py).
 
     Args:
         backbone: branch a's `keras.Model` (or layer) mapping inputs to a feature vector or a
@@ -58,6 +59,17 @@ class VICReg(keras.Model):
             every optimizer step; it receives no gradient. Its BatchNorm statistics are its own,
             updated by its forward passes. None (default): no momentum encoder. Not with
             `backbone_b`.
+        momentum_ramp_steps: BYOL's cosine ramp of the momentum from `momentum` to 1 over this
+            many steps: after step k (from 0), `m = 1 - (1 - momentum) * (cos(pi k / K) + 1) / 2`,
+            1 from step K on. The step count is a variable of the model, saved with its weights.
+            None (default): the rate stays `momentum`.
+        invariance: "mse" (VICReg's) or "cosine" (BYOL's and SimSiam's 2 - 2 cos), see
+            `keras_vicreg.losses.vicreg_loss`.
+        symmetric: both views through both sides, the loss averaged over the two directions, as
+            BYOL and SimSiam do: (predictor(a(x_a)), b(x_b)) and (predictor(a(x_b)), b(x_a)).
+            With shared weights the targets are branch a's own embeddings (under stop-gradient
+            with `stop_gradient_b`); with `momentum` the momentum encoder's. Not with a
+            separate `backbone_b`.
         sim_coeff, std_coeff, cov_coeff, gamma, eps, covariance: the loss options of `vicreg_loss`;
             `std_coeff=0, cov_coeff=0` is invariance only (which collapses: watch the `std`
             metric), `cov_coeff=0` is invariance + variance.
@@ -91,6 +103,7 @@ class VICReg(keras.Model):
         predictor=None,
         stop_gradient_b=False,
         momentum=None,
+        momentum_ramp_steps=None,
         sim_coeff=25.0,
         std_coeff=25.0,
         cov_coeff=1.0,
@@ -99,33 +112,19 @@ class VICReg(keras.Model):
         covariance="auto",
         expander_batch_norm=True,
         sync_batch_norm=None,
+        invariance="mse",
+        symmetric=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         branches.check_layer("backbone", backbone)
         if backbone_b is not None:
             branches.check_layer("backbone_b", backbone_b)
-        if expander_b is not None and backbone_b is None:
-            raise ValueError(
-                "`expander_b` is the expander of branch b's own backbone: give `backbone_b` too, "
-                "or leave `expander_b` unset to share branch a's. "
-                f"Received: expander_b={expander_b!r}"
-            )
-        if momentum is not None and (isinstance(momentum, bool) or not 0.0 <= momentum < 1.0):
-            raise ValueError(
-                "`momentum` is the rate of the momentum encoder, in [0, 1) (e.g. 0.99), or None "
-                f"for no momentum encoder. Received: momentum={momentum!r}"
-            )
-        if momentum is not None and backbone_b is not None:
-            raise ValueError(
-                "With `momentum`, branch b is a moving average of branch a, built by the model: "
-                f"leave `backbone_b` unset. Received: backbone_b={backbone_b!r}"
-            )
-        if predictor is not None and not isinstance(predictor, str):
-            raise ValueError(
-                'The predictor is given as a spec string such as "512-2048" (its last width being '
-                f"the embedding width). Received: predictor={predictor!r}"
-            )
+        branches.check_options(
+            backbone_b=backbone_b, expander_b=expander_b, predictor=predictor,
+            momentum=momentum, momentum_ramp_steps=momentum_ramp_steps, symmetric=symmetric,
+            invariance=invariance,
+        )
         for arg, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff),
                            ("cov_coeff", cov_coeff), ("eps", eps)):
             if value < 0:
@@ -140,6 +139,14 @@ class VICReg(keras.Model):
         self.expander_b_spec = expander_b if isinstance(expander_b, str) else None
         self._own_expander_b = expander_b is not None
         self.momentum = momentum
+        self.momentum_ramp_steps = momentum_ramp_steps
+        self.symmetric = symmetric
+        if momentum_ramp_steps is not None:
+            # The steps taken, for the ramp: saved and restored with the weights.
+            self.momentum_step = self.add_weight(
+                shape=(), initializer="zeros", dtype="int32", trainable=False,
+                name="momentum_step", aggregation="only_first_replica",
+            )
         if momentum is not None:
             backbone_b = branches.fresh_copy(backbone, f"{backbone.name}_momentum")
         if backbone_b is not None and expander_b is None:
@@ -157,7 +164,7 @@ class VICReg(keras.Model):
         self.stop_gradient_b = stop_gradient_b
         self.loss_options = dict(
             sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff,
-            gamma=gamma, eps=eps, covariance=covariance,
+            gamma=gamma, eps=eps, covariance=covariance, invariance=invariance,
         )
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _TERMS}
@@ -298,19 +305,21 @@ class VICReg(keras.Model):
         return global_batch.cross_replica_gather(z)
 
     def compute_terms(self, data, training=False):
-        """The loss terms and the embeddings' std for a pair of views; backend-neutral."""
-        view_a, view_b = branches.unpack_views(data)
-        z_a = self.embed(view_a, training=training)
-        if self.predictor is not None:
-            z_a = self.predictor(z_a, training=training)
-        z_b = self.embed(view_b, training=training, branch="b")
-        if self.stop_gradient_b or self.momentum is not None:
-            z_b = ops.stop_gradient(z_b)
-        z_a = self.gather_embeddings(z_a)
-        z_b = self.gather_embeddings(z_b)
-        terms = global_batch.global_batch_vicreg_loss(z_a, z_b, **self.loss_options)
-        terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
-        return terms
+        """The loss terms and the embeddings' std for a pair of views; backend-neutral.
+
+        One (online, target) pair of embeddings, or two with `symmetric`, whose terms are
+        averaged (`branches.embedding_pairs`).
+        """
+        pairs = branches.embedding_pairs(self, data, training)
+        total = {}
+        for z_a, z_b in pairs:
+            z_a = self.gather_embeddings(z_a)
+            z_b = self.gather_embeddings(z_b)
+            terms = global_batch.global_batch_vicreg_loss(z_a, z_b, **self.loss_options)
+            terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
+            for name, value in terms.items():
+                total[name] = value if name not in total else total[name] + value
+        return {name: value / float(len(pairs)) for name, value in total.items()}
 
     # ----------------------------------------------------------------------------------------------
     # Training: one thin step per backend (keras_vicreg.models.steps), all built on compute_terms.
@@ -328,7 +337,7 @@ class VICReg(keras.Model):
         )
 
     def update_momentum_encoder(self):
-        """Moves the momentum encoder towards branch a: `b = m * b + (1 - m) * a`.
+        """Moves the momentum encoder towards branch a: `b = m * b + (1 - m) * a` (m ramped).
 
         Called by every backend's `train_step` right after the optimizer step (a no-op without
         `momentum`); backend-neutral, so that JAX's stateless step records the new values.
@@ -368,8 +377,10 @@ class VICReg(keras.Model):
             predictor=self.predictor_spec,
             stop_gradient_b=self.stop_gradient_b,
             momentum=self.momentum,
+            momentum_ramp_steps=self.momentum_ramp_steps,
             expander_batch_norm=self.expander_batch_norm,
             sync_batch_norm=self.sync_batch_norm,
+            symmetric=self.symmetric,
             **self.loss_options,
         )
         return config

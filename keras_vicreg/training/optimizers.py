@@ -1,4 +1,5 @@
-"""LARS, the optimizer VICReg was trained with, as a Keras 3 optimizer in `keras.ops`.
+"""LARS, the optimizer VICReg was trained with, as a Keras 3 optimizer in `keras.ops`; Keras'
+AdamW with the same exclusion rule; and that rule, by variable name.
 
 Keras has no LARS. This one follows You, Gitman and Ginsburg, "Large Batch Training of Convolutional
 Networks" (arXiv:1708.03888, 2017), in the variant of the VICReg release (facebookresearch/vicreg),
@@ -17,12 +18,60 @@ skip both the decay and the trust ratio: for them the update is plain SGD with m
 `clip_trust_ratio=True` is the "clip" mode of LARC (NVIDIA Apex), which solo-learn's small-scale
 VICReg recipes use (`clip_lr`, with eta 0.02): a variable's rate becomes min(q, learning_rate), so
 the schedule caps the layer-wise rate instead of multiplying it. The VICReg release does not clip.
+
+Which variables skip weight decay (and, with LARS, the trust ratio): the release excludes every
+1-D parameter (`p.ndim == 1`), which on its ResNets is exactly the biases and the BatchNorm gamma
+and beta. `EXCLUDE_FROM_DECAY` names those by `variable.path` instead, and adds what a ViT has and
+a ResNet lacks: the class token (1, 1, d), the position embeddings (N, d) and the attention's
+query, key and value biases (heads, head_dim), which the 1-D rule would decay and trust-scale. On
+a ResNet, the convnet and the expander both rules select the same variables
+(tests/test_optimizers.py); on a ViT this deviates from the release, which has no ViT. `LARS`
+itself keeps the release's 1-D rule as its default (`exclude_from_adaptation=None`).
 """
 
 import re
 
 import keras
 from keras import ops
+
+
+# Regular expressions searched in `variable.path` (keras-hub's layer and variable names): biases,
+# normalisation scales and offsets, a ViT's class token and position embeddings.
+EXCLUDE_FROM_DECAY = (
+    r"(^|/)bias$",
+    r"(^|/)(gamma|beta)$",
+    r"(^|/)class_token$",
+    r"(^|/)position_embedding/",
+)
+
+
+def check_patterns(name, patterns):
+    """`patterns` as a list after checking that each compiles; a ValueError naming `name` if not.
+
+    Args:
+        name: the argument's name, for the message.
+        patterns: a list or tuple of regular expressions (a plain substring such as "bias" works).
+    """
+    if isinstance(patterns, str) or not all(isinstance(pattern, str) for pattern in patterns):
+        raise ValueError(
+            f"`{name}` must be None or a list of regular expressions (strings). "
+            f"Received: {name}={patterns!r}"
+        )
+    patterns = list(patterns)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"Invalid regular expression in `{name}` ({error}). Received: {name}={patterns!r}"
+            ) from error
+    return patterns
+
+
+def matches(variable, patterns):
+    """Whether one of the regular expressions `patterns` is found (`re.search`) in `variable.path`.
+    """
+    return any(re.search(pattern, variable.path) for pattern in patterns)
 
 
 @keras.saving.register_keras_serializable(package="keras_vicreg")
@@ -89,22 +138,9 @@ class LARS(keras.optimizers.Optimizer):
                 f"Received: clip_trust_ratio={clip_trust_ratio!r}"
             )
         if exclude_from_adaptation is not None:
-            if isinstance(exclude_from_adaptation, str) or not all(
-                isinstance(pattern, str) for pattern in exclude_from_adaptation
-            ):
-                raise ValueError(
-                    "`exclude_from_adaptation` must be None or a list of regular expressions "
-                    f"(strings). Received: exclude_from_adaptation={exclude_from_adaptation!r}"
-                )
-            exclude_from_adaptation = list(exclude_from_adaptation)
-            for pattern in exclude_from_adaptation:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise ValueError(
-                        f"Invalid regular expression in `exclude_from_adaptation` ({error}). "
-                        f"Received: exclude_from_adaptation={exclude_from_adaptation!r}"
-                    ) from error
+            exclude_from_adaptation = check_patterns(
+                "exclude_from_adaptation", exclude_from_adaptation
+            )
         # The base class would apply `weight_decay` as decoupled decay; LARS's decay is coupled.
         super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
         self.momentum = float(momentum)
@@ -125,7 +161,7 @@ class LARS(keras.optimizers.Optimizer):
         """
         if self.exclude_from_adaptation is None:
             return len(variable.shape) == 1
-        return any(re.search(pattern, variable.path) for pattern in self.exclude_from_adaptation)
+        return matches(variable, self.exclude_from_adaptation)
 
     def build(self, variables):
         """Creates one momentum buffer per variable and fixes which variables are excluded.
@@ -179,4 +215,56 @@ class LARS(keras.optimizers.Optimizer):
                 "clip_trust_ratio": self.clip_trust_ratio,
             }
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vicreg")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW, with the variables to leave undecayed chosen by regular expressions on paths.
+
+    Keras' `exclude_from_weight_decay(var_names=...)` searches `variable.name`, which in Keras 3 is
+    the last part of the path only ("embeddings", "bias"), and its choice is not part of
+    `get_config`. This subclass takes the patterns as an argument, searches `variable.path` (so
+    that `"position_embedding/"` can be told from other embeddings), hands the matched variables
+    to Keras' own `exclude_from_weight_decay(var_list=...)` when it is built, and saves the
+    patterns in its config. The update itself is Keras' AdamW: decoupled decay
+    `p -= learning_rate * weight_decay * p`, with the scheduled learning rate, then Adam.
+
+    Args:
+        learning_rate, weight_decay, beta_1, beta_2, epsilon and the base optimizer arguments:
+            those of `keras.optimizers.AdamW`.
+        exclude_from_decay: `None` (every variable is decayed) or a list of regular expressions
+            searched in `variable.path`, e.g. `EXCLUDE_FROM_DECAY`.
+
+    Example:
+
+    ```python
+    optimizer = AdamW(1e-3, weight_decay=0.05, exclude_from_decay=EXCLUDE_FROM_DECAY)
+    ```
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, exclude_from_decay=None,
+                 **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        if exclude_from_decay is not None:
+            exclude_from_decay = check_patterns("exclude_from_decay", exclude_from_decay)
+        self.exclude_from_decay = exclude_from_decay
+
+    def is_excluded(self, variable):
+        """Whether `variable` skips the weight decay: its path matches `exclude_from_decay`."""
+        return self.exclude_from_decay is not None and matches(variable, self.exclude_from_decay)
+
+    def build(self, variables):
+        """Hands the excluded variables to `exclude_from_weight_decay`, then builds Keras' AdamW.
+        """
+        if self.built:
+            return
+        self.exclude_from_weight_decay(
+            var_list=[variable for variable in variables if self.is_excluded(variable)]
+        )
+        super().build(variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_decay"] = self.exclude_from_decay
         return config

@@ -22,15 +22,17 @@ import keras
 from tensorflow.io import gfile
 
 from keras_vicreg import export as vicreg_export
+from keras_vicreg.config import common
+from keras_vicreg.config import model_options
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
-from keras_vicreg.models.backbones.convnet import convnet
 from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import multihost
 from keras_vicreg.training import summaries
+from keras_vicreg.training.optimizers import AdamW
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
 from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
@@ -62,44 +64,65 @@ def make_model(config, channels):
     """
     options = config.model
     input_shape = (config.image_size, config.image_size, channels)
-    if options.backbone == "convnet":
-        backbone = convnet(options.filters, input_shape)
-    else:
-        backbone = backbones.resnet(
-            int(options.backbone.removeprefix("resnet")),
+
+    def make_backbone(name, suffix=""):  # branch b's gets a name of its own
+        return backbones.build(
+            name,
+            input_shape,
             source=options.source,
             stem=options.stem,
-            zero_init_residual=options.zero_init_residual,
-            input_shape=input_shape,
             filters=tuple(options.filters),
+            zero_init_residual=options.zero_init_residual,
+            vit_pooling=options.vit_pooling,
+            model_name=f"{name}{suffix}" if suffix else None,
         )
-    if options.experimental_cpu_kernels:
-        cpu_kernels.use_cpu_kernels(backbone)
+
+    backbone = make_backbone(options.backbone)
+    backbone_b = None
+    if options.branch_b != "shared":  # the flexibility table's DW and DA
+        backbone_b = make_backbone(
+            options.backbone if options.branch_b == "own_weights" else options.backbone_b, "_b"
+        )
+    for model in (backbone, backbone_b):
+        if options.experimental_cpu_kernels and model is not None:
+            cpu_kernels.use_cpu_kernels(model)
     return VICReg(
         backbone,
         options.expander,
+        backbone_b=backbone_b,
         sim_coeff=options.sim_coeff,
         std_coeff=options.std_coeff,
         cov_coeff=options.cov_coeff,
         covariance=options.covariance,
         # None: synchronised under a strategy of several replicas or processes (models.batch_norm)
         sync_batch_norm=None if options.sync_batch_norm else False,
+        **model_options.model_kwargs(options, config.total_steps),
     )
 
 
 def make_optimizer(config):
-    """LARS with the warmup-cosine schedule of `config.optimizer`."""
+    """`config.optimizer.name`'s optimizer ("lars" or "adamw") with the warmup-cosine schedule.
+
+    Both exclude the variables whose path matches `config.optimizer.exclude_from_decay` from the
+    weight decay (and LARS from its trust ratio); "auto" is the paper's base rate for the batch.
+    """
     options = config.optimizer
     schedule = WarmupCosine(
-        options.base_learning_rate,
+        common.base_learning_rate(config),
         total_steps=config.total_steps,
         warmup_steps=options.warmup_steps,
         batch_size=config.batch_size,
         end_factor=options.end_factor,
     )
+    exclude = list(options.exclude_from_decay)
+    if options.name == "adamw":
+        return AdamW(
+            schedule, weight_decay=options.weight_decay, beta_1=options.beta_1,
+            beta_2=options.beta_2, epsilon=options.epsilon, exclude_from_decay=exclude,
+        )
     return LARS(
         schedule, momentum=options.momentum, weight_decay=options.weight_decay, eta=options.eta,
-        clip_trust_ratio=options.clip_trust_ratio,
+        clip_trust_ratio=options.clip_trust_ratio, exclude_from_adaptation=exclude,
     )
 
 

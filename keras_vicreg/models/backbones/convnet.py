@@ -9,16 +9,17 @@ global pooling to a feature vector.
 import keras
 
 
-def convnet(filters, input_shape):
+def convnet(filters, input_shape, name="convnet"):
     """Two stride-2 3x3 convolutions, each with BatchNormalization and ReLU, then global pooling.
 
     Args:
         filters: the widths of the two convolutions (the first two values are used; a config's
             four ResNet stage widths work as they are).
         input_shape: (height, width, channels) of the images; height and width may be None.
+        name: the model's name (a second branch's needs its own).
 
     Returns:
-        A functional `keras.Model` named "convnet" from images to (batch, filters[1]) features.
+        A functional `keras.Model` named `name` from images to (batch, filters[1]) features.
     """
     filters = tuple(filters)
     if len(filters) < 2 or not all(isinstance(width, int) and width > 0 for width in filters[:2]):
@@ -38,4 +39,4 @@ def convnet(filters, input_shape):
         x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn_{index}")(x)
         x = keras.layers.ReLU(name=f"relu_{index}")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, outputs, name="convnet")
+    return keras.Model(inputs, outputs, name=name)

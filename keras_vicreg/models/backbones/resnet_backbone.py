@@ -4,6 +4,11 @@ The keras-cv and keras-hub presets download weights and fail without internet, s
 is built from its architecture arguments and starts from random weights. The result maps images to the
 globally average-pooled representation (2048 features for ResNet-50), which is what VICReg's expander
 and every evaluation protocol consume.
+
+The released VICReg backbones also include wider and deeper ResNets: ResNet-50 x2 and x4 multiply
+every width (the stem's and each stage's; 4096 and 8192 features), ResNet-200 has (3, 24, 36, 3)
+bottleneck blocks. keras-hub's `ResNetBackbone` insists on a first stage of 64 filters, so a wider
+ResNet with the ImageNet stem composes that stem (the same layers and names) and keras-hub's stages.
 """
 
 import re
@@ -16,6 +21,7 @@ _DEPTH_BLOCKS = {
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
 }
 _FILTERS = (64, 128, 256, 512)
 _STRIDES = (1, 2, 2, 2)
@@ -115,6 +121,22 @@ def _small_stem_resnet(inputs, depth, source, preactivation, filters):
     return _residual_stacks(x, depth, source, preactivation, filters)
 
 
+def _imagenet_stem_resnet(inputs, depth, filters):
+    """keras-hub's ImageNet stem at any width, then its stages (keras-hub takes only 64 filters).
+
+    The layers and names are those of `keras_hub.models.ResNetBackbone`: a 7x7 stride-2
+    convolution after an explicit zero padding of 3 (PyTorch's padding), BatchNormalization, ReLU,
+    then a 3x3 stride-2 max pooling after a zero padding of 1.
+    """
+    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = keras.layers.Conv2D(filters[0], 7, strides=2, use_bias=False, name="conv1_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    return _residual_stacks(x, depth, "keras_hub", False, filters)
+
+
 def zero_init_residual_branches(model):
     """Sets to zero the gamma of the last BatchNormalization of every residual branch.
 
@@ -151,12 +173,13 @@ def resnet(
     zero_init_residual=True,
     input_shape=(224, 224, 3),
     filters=_FILTERS,
+    width_multiplier=1,
     name=None,
 ):
     """A ResNet mapping images to its globally average-pooled features, built offline.
 
     Args:
-        depth: 18, 34, 50, 101 or 152.
+        depth: 18, 34, 50, 101, 152 or 200.
         source: "keras_hub" (torchvision's "v1.5" layout with the stride on the 3x3 convolution, the
             layout of the released VICReg models) or "keras_cv" (the Keras Applications layout with the
             stride on the first 1x1 convolution of a bottleneck).
@@ -168,12 +191,15 @@ def resnet(
             `zero_init_residual_branches`); has no effect on pre-activation blocks.
         input_shape: (height, width, channels) of the images; height and width may be None.
         filters: the base width of each of the four stages; (64, 128, 256, 512) is the standard
-            ResNet, narrower ones such as (16, 32, 64, 128) make fast CPU experiments (small stem only).
-        name: the model's name; defaults to e.g. "resnet50_keras_hub".
+            ResNet, narrower ones such as (16, 32, 64, 128) make fast CPU experiments.
+        width_multiplier: multiplies `filters` (and the ImageNet stem's 64): 2 and 4 are the
+            released ResNet-50 x2 and x4 (torchvision's `widen`; 4096 and 8192 features).
+        name: the model's name; defaults to e.g. "resnet50_keras_hub" ("resnet50x2_keras_hub").
 
     Returns:
         A functional `keras.Model` from images to features of width filters[3] for depths 18 and
-        34, and 4 * filters[3] for 50 and deeper (512 and 2048 for the standard widths). Its layers
+        34, and 4 * filters[3] for 50 and deeper (512 and 2048 for the standard widths), times
+        `width_multiplier`. Its layers
         are Keras', keras-hub's or keras-cv's own, so its `.keras` file loads with those libraries
         alone; `keras_vicreg.experimental.cpu.use_cpu_kernels` swaps in faster CPU kernels.
 
@@ -198,18 +224,30 @@ def resnet(
             "`filters` must be four positive stage widths such as (64, 128, 256, 512). "
             f"Received: filters={tuple(filters)}"
         )
-    if stem == "imagenet" and tuple(filters) != _FILTERS:
+    if not isinstance(width_multiplier, int) or width_multiplier < 1:
         raise ValueError(
-            "The libraries' ImageNet stem takes only the standard widths; use stem=\"small\" for "
-            f"narrower ResNets. Received: filters={tuple(filters)}, stem={stem!r}"
+            "`width_multiplier` must be a positive int (2 for ResNet-50 x2). "
+            f"Received: width_multiplier={width_multiplier!r}"
         )
+    standard = tuple(filters) == _FILTERS and width_multiplier == 1
+    if stem == "imagenet" and not standard and (source != "keras_hub" or preactivation):
+        raise ValueError(
+            "Only the keras-hub post-activation ResNet takes other widths with the ImageNet stem; "
+            f"use source=\"keras_hub\" or stem=\"small\". Received: filters={tuple(filters)}, "
+            f"width_multiplier={width_multiplier}, source={source!r}, "
+            f"preactivation={preactivation}"
+        )
+    filters = tuple(width * width_multiplier for width in filters)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     if stem == "small":
-        x = _small_stem_resnet(inputs, depth, source, preactivation, tuple(filters))
-    else:
+        x = _small_stem_resnet(inputs, depth, source, preactivation, filters)
+    elif standard:
         x = _library_backbone(depth, source, preactivation, input_shape[-1])(inputs)
+    else:
+        x = _imagenet_stem_resnet(inputs, depth, filters)
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_{source}")
+    wide = f"x{width_multiplier}" if width_multiplier > 1 else ""
+    model = keras.Model(inputs, outputs, name=name or f"resnet{depth}{wide}_{source}")
     if zero_init_residual and not preactivation:
         zero_init_residual_branches(model)
     return model

@@ -12,7 +12,10 @@ convolution) and pads explicitly like PyTorch, so every tensor has a place and t
 
 Convolution kernels go from PyTorch's (out, in, h, w) to Keras' (h, w, in, out); BatchNorm's
 weight, bias, running_mean and running_var become gamma, beta, moving_mean and moving_variance.
-The classifier ("fc.*") and "num_batches_tracked" counters are ignored.
+The classifier ("fc.*") and "num_batches_tracked" counters are ignored. The wider and deeper
+released backbones (ResNet-50 x2 and x4, ResNet-200 x2: the released code's torchvision ResNet with
+`widen=2` or 4, whose zero padding layer has no weights) have the same keys with wider tensors or
+more blocks: `width_multiplier` and `depth=200` build the Keras model they fit.
 """
 
 import re
@@ -39,6 +42,7 @@ def load_torchvision_resnet(
     *,
     input_shape=(224, 224, 3),
     stem="imagenet",
+    width_multiplier=1,
     name=None,
 ):
     """A keras-hub ResNet holding the weights of a torchvision-layout PyTorch state dict.
@@ -49,12 +53,15 @@ def load_torchvision_resnet(
             key to tensor or NumPy array. A checkpoint holding the state dict under "state_dict"
             or "model" works too. Keys may carry a "module.backbone.", "backbone." or "module."
             prefix; with a prefix, keys outside it (an expander, a classifier) are ignored.
-        depth: 18, 34, 50, 101 or 152. The released VICReg ResNet-50 is depth 50.
+        depth: 18, 34, 50, 101, 152 or 200. The released VICReg ResNet-50 is depth 50, its
+            ResNet-200 x2 depth 200.
         input_shape: (height, width, channels) of the Keras model's input; height and width may
             be None.
         stem: "imagenet" (7x7 stride-2 convolution and max pooling, as released) or "small"
             (3x3 stride-1 convolution, no max pooling: torchvision ResNets whose `conv1` was
             replaced and `maxpool` made an identity, as in small-image libraries).
+        width_multiplier: 2 or 4 for the released ResNet-50 x2 / x4 and ResNet-200 x2 (their
+            `widen`); 1 otherwise.
         name: the Keras model's name.
 
     Returns:
@@ -67,6 +74,7 @@ def load_torchvision_resnet(
     Example:
         >>> backbone = load_torchvision_resnet("resnet50.pth", depth=50)
         >>> features = backbone.predict(normalised_images)  # (batch, 2048)
+        >>> wide = load_torchvision_resnet("resnet50x2.pth", depth=50, width_multiplier=2)
     """
     state = _read_state_dict(path_or_state_dict)
     model = resnet(
@@ -75,6 +83,7 @@ def load_torchvision_resnet(
         stem=stem,
         input_shape=input_shape,
         zero_init_residual=False,
+        width_multiplier=width_multiplier,
         name=name,
     )
     assign_torchvision_weights(model, state)
@@ -107,8 +116,9 @@ def assign_torchvision_weights(model, state_dict):
         values[key] = value
     if missing or unknown or misshaped:
         raise ValueError(
-            "The state dict does not match a torchvision ResNet of this depth and stem; check "
-            "`depth` and `stem` (released VICReg ResNet-50: depth=50, stem='imagenet')."
+            "The state dict does not match a torchvision ResNet of this depth, width and stem; "
+            "check `depth`, `width_multiplier` and `stem` (released VICReg ResNet-50: depth=50, "
+            "stem='imagenet'; ResNet-200 x2: depth=200, width_multiplier=2)."
             f"{_listing('missing keys', missing)}{_listing('unknown keys', unknown)}"
             f"{_listing('mis-shaped keys', misshaped)} Received: {len(state)} keys, "
             f"model={model.name!r}"
