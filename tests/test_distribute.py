@@ -22,6 +22,7 @@ import pytest
 from keras_vicreg.training import distribute
 from keras_vicreg.training import multihost
 from keras_vicreg import losses
+from tests.local_processes import worst
 
 REPO = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, STEPS, IMAGE = 16, 3, (8, 8, 3)
@@ -294,14 +295,6 @@ def _error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1.0))
 
 
-def _worst(actuals, expecteds):
-    """`_error` of lists of tensors taken as one vector: float32 rounding is relative to the size
-    of the terms summed, so a gradient that is zero in exact arithmetic (a bias before BatchNorm)
-    is compared on the scale of the whole gradient, not on its own."""
-    return _error(
-        np.concatenate([np.ravel(a) for a in actuals]),
-        np.concatenate([np.ravel(e) for e in expecteds]),
-    )
 
 
 def _batches():
@@ -346,7 +339,7 @@ def _fit_and_compare(make_model, fit_scope, data, **compile_kwargs):
     (single_weights, single_loss), (multi_weights, multi_loss) = results
     return {
         "moved": max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, initial)),
-        "weights": _worst(multi_weights, single_weights),
+        "weights": worst(multi_weights, single_weights),
         "loss": _error(multi_loss, single_loss),
         "synchronized": synchronized,
     }
@@ -398,7 +391,7 @@ def _tensorflow_check():
                       for name, values in per_replica.items()},
             "replicas_agree": max(_error(values[1], values[0])
                                   for values in per_replica.values()),
-            "gradients": _worst(summed, gradients),
+            "gradients": worst(summed, gradients),
             "covariance_calls": calls,
         }
     report["fit"] = _fit_and_compare(lambda: _model(sync=True), strategy.scope, dataset)
@@ -524,7 +517,7 @@ def _jax_check():
         "batch_shards": len(sharded[0].addressable_shards),
         "all_reduce": all_reduce,
         "terms": {name: _error(multi_terms[name], terms[name]) for name in terms},
-        "gradients": _worst(multi_gradients, gradients),
+        "gradients": worst(multi_gradients, gradients),
         "fit": _fit_and_compare(lambda: _model(sync=False), distribution.scope, data),
     }
 

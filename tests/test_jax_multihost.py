@@ -12,7 +12,6 @@ with the three variables set.
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from tests.local_processes import finish_successfully, free_port, worst
 
 REPO = Path(__file__).resolve().parents[1]
 PROCESSES, GLOBAL_BATCH, STEPS, IMAGE = 2, 16, 3, (8, 8, 3)
@@ -33,14 +33,10 @@ pytestmark = [
 ]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
 
 
 def _launch_workers(out_dir):
-    address = f"localhost:{_free_port()}"
+    address = f"localhost:{free_port()}"
     processes = []
     for index in range(PROCESSES):
         env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
@@ -58,25 +54,8 @@ def _launch_workers(out_dir):
     return processes
 
 
-def _wait(processes):
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for process in processes:
-            process.kill()
-            process.wait()
-        pytest.fail(f"the workers did not finish within {TIMEOUT_S} s")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-4000:]
 
 
-def _worst(actuals, expecteds):
-    """Largest |a - e| over every tensor, relative to the expected values' scale where above 1."""
-    actual = np.concatenate([np.ravel(a) for a in actuals])
-    expected = np.concatenate([np.ravel(e) for e in expecteds])
-    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1.0))
 
 
 def _arrays(archive, prefix):
@@ -94,7 +73,7 @@ def job(tmp_path_factory):
     workers = _launch_workers(out_dir)
     # Meanwhile, the single-process reference: the same steps on the same global batches.
     loss = reference.fit(_dataset(), verbose=0).history["loss"][-1]
-    _wait(workers)
+    finish_successfully(workers, TIMEOUT_S)
     results = [dict(np.load(out_dir / f"process{index}.npz")) for index in range(PROCESSES)]
     return dict(
         results=results, initial=initial, expected=reference.get_weights(), loss=loss,
@@ -106,20 +85,20 @@ def test_two_processes_train_as_one_on_the_global_batch(job):
     trained = [_arrays(result, "trained_") for result in job["results"]]
     assert all(int(result["process_count"]) == PROCESSES for result in job["results"])
     assert all(int(result["devices"]) == PROCESSES for result in job["results"])
-    assert _worst(job["initial"], job["expected"]) > 1e-3  # training moved the weights
-    assert _worst(trained[1], trained[0]) <= 1e-6
-    assert _worst(trained[0], job["expected"]) <= 1e-5
+    assert worst(job["initial"], job["expected"]) > 1e-3  # training moved the weights
+    assert worst(trained[1], trained[0]) <= 1e-6
+    assert worst(trained[0], job["expected"]) <= 1e-5
     for result in job["results"]:  # the logged loss is the global batch's, on every process
         assert abs(float(result["loss"]) - job["loss"]) <= 1e-5 * job["loss"]
 
 
 def test_process_0_alone_saves_a_checkpoint_and_exports_the_backbone(job):
     exported = keras.saving.load_model(job["out_dir"] / "backbone.keras").get_weights()
-    assert _worst(exported, _arrays(job["results"][0], "backbone_")) == 0.0
+    assert worst(exported, _arrays(job["results"][0], "backbone_")) == 0.0
     for result in job["results"]:
         loaded = _arrays(result, "loaded_")
-        assert _worst(_arrays(result, "initial_"), loaded) > 1e-3  # loading changed the weights
-        assert _worst(loaded, _arrays(job["results"][0], "trained_")) == 0.0
+        assert worst(_arrays(result, "initial_"), loaded) > 1e-3  # loading changed the weights
+        assert worst(loaded, _arrays(job["results"][0], "trained_")) == 0.0
         assert bool(result["spans_processes"])  # still one global array over both processes
 
 

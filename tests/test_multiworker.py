@@ -16,7 +16,6 @@ workers pick free localhost ports and are killed after TIMEOUT_S seconds.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from tests.local_processes import finish_successfully, free_ports, worst
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="MultiWorkerMirroredStrategy is TensorFlow only"
@@ -35,18 +35,10 @@ STOP_AT, EVERY_STEPS, RAISED_AT = 4, 2, 2  # RAISED_AT: the step at which worker
 TIMEOUT_S = 240
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _launch_workers(out_dir):
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(WORKERS)]}
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(WORKERS)]}
     processes = []
     for index in range(WORKERS):
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
@@ -60,24 +52,8 @@ def _launch_workers(out_dir):
     return processes
 
 
-def _wait(processes):
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for process in processes:
-            process.kill()
-        pytest.fail(f"the workers did not finish within {TIMEOUT_S} s")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-4000:]
 
 
-def _worst(actuals, expecteds):
-    """Largest |a - e| over every tensor, relative to the expected values' scale where above 1."""
-    actual = np.concatenate([np.ravel(a) for a in actuals])
-    expected = np.concatenate([np.ravel(e) for e in expecteds])
-    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1.0))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +69,7 @@ def run(tmp_path_factory):
     checkpointing.resumable_fit(
         reference, _make_dataset, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH
     )
-    _wait(workers)
+    finish_successfully(workers, TIMEOUT_S)
     results = [dict(np.load(out_dir / f"worker{i}.npz")) for i in range(WORKERS)]
     return {"dir": out_dir, "initial": initial, "reference": reference, "workers": results}
 
@@ -107,9 +83,9 @@ def test_two_workers_fit_agree_with_each_other_and_with_one_process(run):
     weights = [_weights(result, "final", len(expected)) for result in run["workers"]]
     assert [int(r["replicas"]) for r in run["workers"]] == [WORKERS] * WORKERS
     assert [int(r["iterations"]) for r in run["workers"]] == [EPOCHS * STEPS_PER_EPOCH] * WORKERS
-    assert _worst(run["initial"], expected) > 1e-3  # training moved the weights
-    assert _worst(weights[1], weights[0]) <= 1e-6
-    assert _worst(weights[0], expected) <= 1e-5
+    assert worst(run["initial"], expected) > 1e-3  # training moved the weights
+    assert worst(weights[1], weights[0]) <= 1e-6
+    assert worst(weights[0], expected) <= 1e-5
 
 
 def test_default_batch_norm_is_synchronised_across_workers(run):
@@ -126,14 +102,14 @@ def test_step_checkpoint_of_each_worker_holds_its_final_weights(run):
         model.optimizer.build(model.trainable_variables)
         model.load_weights(found[1])
         final = _weights(result, "final", len(model.get_weights()))
-        assert _worst(model.get_weights(), final) == 0.0
+        assert worst(model.get_weights(), final) == 0.0
 
 
 def test_run_stopped_and_resumed_from_its_checkpoint_equals_the_uninterrupted_run(run):
     for result in run["workers"]:
         count = len(run["initial"])
         assert int(result["stopped_at"]) == STOP_AT and int(result["restored"]) == STOP_AT
-        assert _worst(_weights(result, "resumed", count), _weights(result, "final", count)) <= 1e-5
+        assert worst(_weights(result, "resumed", count), _weights(result, "final", count)) <= 1e-5
 
 
 def test_any_process_from_a_callback_sees_one_workers_flag_on_every_worker(run):

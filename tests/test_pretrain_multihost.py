@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import exit_codes
+from tests.local_processes import free_port
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -37,10 +37,6 @@ BACKEND = keras.backend.backend()
 STRATEGY = {"jax": "data_parallel", "tensorflow": "multi_worker", "torch": "data_parallel"}[BACKEND]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _arguments(workdir, overrides):
@@ -63,7 +59,7 @@ class Job:
                        *_arguments(workdir, overrides)[0:]]
             self._start(command, env, logs / "launcher.log")
             return
-        ports = [_free_port(), _free_port()]
+        ports = [free_port(), free_port()]
         for index in range(2):
             process_env = dict(env)
             if BACKEND == "jax":

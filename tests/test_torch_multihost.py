@@ -11,7 +11,6 @@ weights than process 0, which `torch_hosts.broadcast_weights` must replace.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 
 from keras_vicreg.training import distribute
+from tests.local_processes import finish, free_port, worst
 
 pytestmark = [
     pytest.mark.backend_neutral,
@@ -35,14 +35,10 @@ COLLECTIVE_TIMEOUT_S = 30  # the process group's timeout in the workers
 DEAD_PEER_BOUND_S = 60
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _launch(mode, out_dir):
-    port = _free_port()
+    port = free_port()
     processes = []
     for rank in range(WORKERS):
         env = dict(
@@ -58,25 +54,8 @@ def _launch(mode, out_dir):
     return processes
 
 
-def _wait(processes):
-    """The workers' (return code, output, exit time); kills them all past TIMEOUT_S."""
-    results = []
-    try:
-        for process in processes:
-            output = process.communicate(timeout=TIMEOUT_S)[0]
-            results.append((process.returncode, output, time.time()))
-    except subprocess.TimeoutExpired:
-        for process in processes:
-            process.kill()
-        pytest.fail(f"the workers did not finish within {TIMEOUT_S} s")
-    return results
 
 
-def _worst(actuals, expecteds):
-    """Largest |a - e| over every tensor, relative to the expected values' scale where above 1."""
-    actual = np.concatenate([np.ravel(a) for a in actuals])
-    expected = np.concatenate([np.ravel(e) for e in expecteds])
-    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1.0))
 
 
 def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path):
@@ -88,16 +67,16 @@ def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path):
     view_a, view_b = _global_batches()
     history = reference.fit(_batches(view_a, view_b, GLOBAL_BATCH), verbose=0).history
     expected = reference.get_weights()
-    for returncode, output, _ in _wait(workers):
+    for returncode, output, _ in finish(workers, TIMEOUT_S):
         assert returncode == 0, output[-4000:]
     results = [np.load(tmp_path / f"worker{rank}.npz") for rank in range(WORKERS)]
     weights = [[result[f"arr_{i}"] for i in range(len(expected))] for result in results]
     assert int(results[0]["replicas"]) == WORKERS
     for rank, result in enumerate(results):
         assert result["input_context"].tolist() == [WORKERS, rank, GLOBAL_BATCH // WORKERS]
-    assert _worst(initial, expected) > 1e-3  # training moved the weights
-    assert _worst(weights[1], weights[0]) <= 1e-6
-    assert _worst(weights[0], expected) <= 1e-5
+    assert worst(initial, expected) > 1e-3  # training moved the weights
+    assert worst(weights[1], weights[0]) <= 1e-6
+    assert worst(weights[0], expected) <= 1e-5
     for result in results:  # the logs are the global batch's, on every process
         for name in ("loss", "variance", "covariance", "std"):
             assert abs(float(result[name]) - history[name][-1]) <= 1e-5 * abs(history[name][-1])
@@ -112,7 +91,7 @@ def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path):
 
 def test_a_killed_process_makes_the_other_fail_within_bounded_time(tmp_path):
     workers = _launch("die", tmp_path)
-    (survivor_rc, survivor_output, survivor_end), (killed_rc, _, _) = _wait(workers)
+    (survivor_rc, survivor_output, survivor_end), (killed_rc, _, _) = finish(workers, TIMEOUT_S)
     assert killed_rc == -signal.SIGKILL
     assert survivor_rc != 0, survivor_output[-4000:]
     killed_at = float((tmp_path / "killed_at").read_text())
@@ -152,7 +131,7 @@ def test_synchronised_batch_norm_saves_as_the_stock_layer_and_reloads_synchronis
     view_a, view_b = _global_batches()
     for each in (model, plain):
         each.fit(_batches(view_a, view_b, GLOBAL_BATCH), verbose=0)
-    assert _worst(model.get_weights(), plain.get_weights()) <= 1e-6
+    assert worst(model.get_weights(), plain.get_weights()) <= 1e-6
     # Saved: stock BatchNormalization; VICReg's config re-synchronises its expander.
     model.backbone.save(tmp_path / "backbone.keras")
     reloaded = keras.saving.load_model(tmp_path / "backbone.keras")
