@@ -432,6 +432,11 @@ def test_auto_from_the_command_line_and_a_number_beside_it():
          "['lars', 'adamw']"),
         ({"optimizer.beta_2": 1.0}, "config.optimizer.beta_2 must be in [0, 1)"),
         ({"optimizer.epsilon": 0.0}, "config.optimizer.epsilon must be > 0.0"),
+        ({"optimizer.name": "adamw", "optimizer.base_learning_rate": 0.001,
+          "optimizer.eta": 0.02},
+         "config.optimizer.eta is read by 'lars' only; with config.optimizer.name='adamw' it "
+         "would be ignored: leave it at 0.001 or set config.optimizer.name='lars'"),
+        ({"optimizer.beta_1": 0.8}, "config.optimizer.beta_1 is read by 'adamw' only"),
         ({"optimizer.exclude_from_decay": ("bias$", "(")},
          "config.optimizer.exclude_from_decay: Invalid regular expression"),
     ],

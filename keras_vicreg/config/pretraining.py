@@ -41,25 +41,11 @@ The keys (see `default_config` for the defaults):
     model.invariance, model.symmetric, model.gamma, model.eps
                                "mse" or "cosine" (BYOL, SimSiam) invariance, the loss averaged
                                over both directions, the variance term's target and epsilon
-    optimizer.*                the optimizer and its `WarmupCosine` schedule:
-    optimizer.name             "lars" (the release's) or "adamw" (Keras' AdamW, e.g. for a ViT)
-    optimizer.base_learning_rate
-                               the rate at batch 256 (peak = base * batch_size / 256), or "auto":
-                               the paper's table by batch size for LARS at 100 epochs, 128 -> 0.8,
-                               256 -> 0.5, 512 -> 0.4, larger -> 0.3, a batch taking the row of the
-                               smallest listed batch >= it (`common.auto_base_learning_rate`);
-                               `validate` writes the number into the config
-    optimizer.weight_decay     LARS' coupled decay, or AdamW's decoupled one (lr * wd * p)
-    optimizer.momentum, eta, clip_trust_ratio
-                               LARS only: momentum, trust coefficient, LARC's clipping
-    optimizer.beta_1, beta_2, epsilon
-                               AdamW only
-    optimizer.exclude_from_decay
-                               regular expressions searched in each variable's path: the matched
-                               variables skip the weight decay and LARS' trust ratio. The default,
-                               `training.optimizers.EXCLUDE_FROM_DECAY` (biases, normalisation,
-                               a ViT's class token and position embeddings), selects the release's
-                               1-D variables on a ResNet; () excludes nothing
+    optimizer.*                LARS or AdamW and their `WarmupCosine` schedule: name,
+                               base_learning_rate (a number, or "auto": the paper's table by
+                               batch size), weight_decay, warmup, LARS' momentum, eta and
+                               clip_trust_ratio, AdamW's betas and epsilon, the exclusion from
+                               weight decay by variable name (`config.optimizer_options`)
     mixed_precision            "float32", "mixed_bfloat16" or "mixed_float16"
     jit_compile                None (Keras' "auto"), True or False
     tf_intra_op_threads        TensorFlow's threads per op; None: its default (one per core). The
@@ -80,6 +66,7 @@ from ml_collections import config_dict
 
 from keras_vicreg.config import checks
 from keras_vicreg.config import model_options
+from keras_vicreg.config import optimizer_options
 from keras_vicreg.config.checks import at_least
 from keras_vicreg.config.checks import choice
 from keras_vicreg.config.common import cpu_has_bfloat16  # noqa: F401  (configs call it here)
@@ -89,12 +76,10 @@ from keras_vicreg.models import backbones
 from keras_vicreg.models import expander as expander_lib
 from keras_vicreg import losses
 from keras_vicreg.data import sources
-from keras_vicreg.training import optimizers
 
 SYNTHETIC = "synthetic"
 BACKBONES = backbones.NAMES
 MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
-OPTIMIZERS = ("lars", "adamw")
 
 
 def default_config():
@@ -143,20 +128,7 @@ def default_config():
     model_options.add_defaults(config.model)  # branch b, predictor, momentum, loss variants
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "lars"
-    # A number or "auto": typed object, so that both pass the types and the command line.
-    config.optimizer.base_learning_rate = config_dict.FieldReference(0.3, field_type=object)
-    config.optimizer.warmup_epochs = 10
-    config.optimizer.warmup_steps = config_dict.placeholder(int)
-    config.optimizer.end_factor = 0.001
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 1e-6
-    config.optimizer.eta = 1e-3
-    config.optimizer.clip_trust_ratio = False  # LARC's clipping (solo-learn's `clip_lr`)
-    config.optimizer.beta_1 = 0.9  # AdamW's, as torch.optim.AdamW's defaults
-    config.optimizer.beta_2 = 0.999
-    config.optimizer.epsilon = 1e-8
-    config.optimizer.exclude_from_decay = optimizers.EXCLUDE_FROM_DECAY
+    optimizer_options.add_defaults(config.optimizer)  # LARS, the released recipe
 
     config.mixed_precision = "float32"
     config.jit_compile = config_dict.placeholder(bool)
@@ -291,55 +263,6 @@ def _model_problems(flat, problems):
     model_options.problems(flat, problems, BACKBONES)
 
 
-def _optimizer_problems(flat, problems):
-    name, rate = flat["config.optimizer.name"], flat["config.optimizer.base_learning_rate"]
-    choice(problems, "config.optimizer.name", name, OPTIMIZERS, "an optimizer")
-    if rate == common.AUTO:
-        if name == "adamw":
-            problems.append(
-                f"config.optimizer.base_learning_rate={common.AUTO!r} is the paper's table for "
-                "LARS; it does not apply to AdamW: set a number (e.g. 0.001, the rate at batch "
-                "256). Received: config.optimizer.base_learning_rate='auto' with "
-                "config.optimizer.name='adamw'"
-            )
-    elif isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        problems.append(
-            f"config.optimizer.base_learning_rate must be a number > 0 or {common.AUTO!r} (the "
-            f"paper's table by batch size). Received: config.optimizer.base_learning_rate={rate!r}"
-        )
-    else:
-        at_least(problems, "config.optimizer.base_learning_rate", rate, 0.0, strict=True)
-    for key in ("config.optimizer.beta_1", "config.optimizer.beta_2"):
-        if not 0.0 <= flat[key] < 1.0:
-            problems.append(f"{key} must be in [0, 1). Received: {key}={flat[key]!r}")
-    at_least(problems, "config.optimizer.epsilon", flat["config.optimizer.epsilon"], 0.0,
-             strict=True)
-    try:
-        optimizers.check_patterns("exclude_from_decay",
-                                  flat["config.optimizer.exclude_from_decay"])
-    except ValueError as error:
-        problems.append(f"config.optimizer.exclude_from_decay: {error}")
-    at_least(problems, "config.optimizer.weight_decay", flat["config.optimizer.weight_decay"], 0.0)
-    at_least(problems, "config.optimizer.eta", flat["config.optimizer.eta"], 0.0, strict=True)
-    at_least(problems, "config.optimizer.warmup_steps", flat["config.optimizer.warmup_steps"], 0)
-    warmup_steps, total = flat["config.optimizer.warmup_steps"], flat["config.total_steps"]
-    if None not in (warmup_steps, total) and warmup_steps > total:
-        problems.append(
-            f"config.optimizer.warmup_steps must be at most total_steps={total}. "
-            f"Received: config.optimizer.warmup_steps={warmup_steps}"
-        )
-    for key in ("config.optimizer.momentum", "config.optimizer.end_factor"):
-        value = flat[key]
-        if not 0.0 <= value <= 1.0:
-            problems.append(f"{key} must be in [0, 1]. Received: {key}={value!r}")
-    warmup, epochs = flat["config.optimizer.warmup_epochs"], flat["config.epochs"]
-    if not 0 <= warmup <= epochs:
-        problems.append(
-            f"config.optimizer.warmup_epochs must be in [0, epochs={epochs}]. "
-            f"Received: config.optimizer.warmup_epochs={warmup!r}"
-        )
-
-
 def _training_problems(flat, problems, num_replicas):
     choice(problems, "config.mixed_precision", flat["config.mixed_precision"], MIXED_PRECISION,
             "a dtype policy")
@@ -379,7 +302,7 @@ def validate(config, num_replicas=1):
         problems += unresolved
         _data_problems(flat, problems)
         _model_problems(flat, problems)
-        _optimizer_problems(flat, problems)
+        optimizer_options.problems(flat, problems)
         _training_problems(flat, problems, num_replicas)
     if problems:
         raise ValueError(
