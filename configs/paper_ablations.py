@@ -34,8 +34,8 @@ The regularisers act on the pair the invariance compares (predictor output and t
 VICReg's coefficients: `inv` is `std_coeff = cov_coeff = 0`, `var` `cov_coeff = 0`, `varcov`
 25 / 25 / 1; the cosine invariance keeps `sim_coeff = 25` (it is the mean squared error of
 embeddings of per-feature std 1). The regularisers see the raw, unnormalised embeddings
-even where the invariance is the cosine: the paper does not say whether its BYOL and SimSiam
-rows regularised the normalised ones, and on generated data `simsiam_sg_var` can meet the
+even where the invariance is the cosine: the method reference does not say whether the BYOL and
+SimSiam rows regularised the normalised ones, and on generated data `simsiam_sg_var` can meet the
 variance hinge through the embeddings' scale while their directions stay close; a gap to
 its 56.8 may come from this choice. Every row is otherwise the 100-epoch ImageNet recipe of
 configs/imagenet_resnet50.py (`:100ep`: ResNet-50, batch 2048, LARS, base learning rate 0.3, 10
