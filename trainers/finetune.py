@@ -1,6 +1,6 @@
 r"""Semi-supervised fine-tuning of a pretrained backbone, from a config of `configs/`.
 
-    python -m trainers.finetune --config=configs/finetune_imagenet_1pct.py \
+    python -m trainers.finetune --config=configs/finetune_imagenet.py:1pct \
         --backbone=/tmp/vicreg/export/backbone.keras --workdir=/tmp/vicreg_1pct \
         [--data_dir=~/tensorflow_datasets]
 
@@ -9,33 +9,18 @@ VICReg weights); its weights are trained. The workdir gets results.json (top-1 /
 tensorboard/; the protocol is `keras_vicreg.evaluation.runs.run_finetune`.
 """
 
-import json
-
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from keras_vicreg.evaluation import command_line
 from keras_vicreg.evaluation import runs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config file, e.g. configs/finetune_imagenet_1pct.py.", lock_config=True
+_FLAGS = command_line.define_flags(
+    "configs/finetune_imagenet.py:1pct", "A .keras file or a .pth state dict."
 )
-_BACKBONE = flags.DEFINE_string(
-    "backbone", None, "A .keras file or a .pth state dict.", required=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results go.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
-flags.mark_flag_as_required("config")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    record = runs.run_finetune(
-        _CONFIG.value, backbone_path=_BACKBONE.value, workdir=_WORKDIR.value,
-        data_dir=_DATA_DIR.value,
-    )
-    print(json.dumps(record["results"], indent=2), flush=True)
+    command_line.run(runs.run_finetune, _FLAGS, argv)
 
 
 if __name__ == "__main__":

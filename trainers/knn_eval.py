@@ -10,33 +10,18 @@ state dict in torchvision's layout (the released VICReg weights). The workdir ge
 `keras_vicreg.evaluation.runs.run_knn`.
 """
 
-import json
-
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from keras_vicreg.evaluation import command_line
 from keras_vicreg.evaluation import runs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config file, e.g. configs/linear_eval_imagenet.py.", lock_config=True
+_FLAGS = command_line.define_flags(
+    "configs/linear_eval_imagenet.py", "A .keras file, an exported SavedModel or a .pth state dict."
 )
-_BACKBONE = flags.DEFINE_string(
-    "backbone", None, "A .keras file, an exported SavedModel or a .pth state dict.", required=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results go.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
-flags.mark_flag_as_required("config")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    record = runs.run_knn(
-        _CONFIG.value, backbone_path=_BACKBONE.value, workdir=_WORKDIR.value,
-        data_dir=_DATA_DIR.value,
-    )
-    print(json.dumps(record["results"], indent=2), flush=True)
+    command_line.run(runs.run_knn, _FLAGS, argv)
 
 
 if __name__ == "__main__":

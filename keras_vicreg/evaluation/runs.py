@@ -1,8 +1,8 @@
 """The evaluation protocols run from a config: data, backbone, training, results JSON, TensorBoard.
 
-`trainers/linear_eval.py`, `trainers/finetune.py` and `trainers/knn_eval.py` parse their flags and
-call `run_linear_eval`, `run_finetune` or `run_knn`. The config keys (see `configs/
-linear_eval_imagenet.py`):
+`trainers/linear_eval.py`, `trainers/finetune.py` and `trainers/knn_eval.py` parse their flags
+(`keras_vicreg.evaluation.command_line`) and call `run_linear_eval`, `run_finetune` or `run_knn`.
+The config keys (see `configs/linear_eval_imagenet.py`):
 
     dataset                 a tfds name ("imagenet2012", "places365_small", "voc/2007", ...) or a
                             folder of split/class/image files (`tfds.ImageFolder`)
