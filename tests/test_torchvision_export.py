@@ -187,19 +187,29 @@ def test_binary_writes_the_state_dict_and_refuses_bad_paths(tmp_path):
     model.save(tmp_path / "backbone.keras")
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
 
-    def export(backbone, output):
-        return subprocess.run(
-            [sys.executable, "-m", "trainers.export_torchvision", f"--backbone={backbone}",
-             f"--output={output}"], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=300,
-        )
-
-    run = export(tmp_path / "backbone.keras", tmp_path / "out.pth")
+    run = subprocess.run(
+        [sys.executable, "-m", "trainers.export_torchvision",
+         f"--backbone={tmp_path / 'backbone.keras'}", f"--output={tmp_path / 'out.pth'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     written = torch.load(tmp_path / "out.pth", weights_only=True)
     for key, value in tv.torchvision_state_dict(model).items():
         np.testing.assert_array_equal(written[key].numpy(), value)
-    missing = export(tmp_path / "nothing.keras", tmp_path / "x.pth")
-    assert missing.returncode != 0 and "existing .keras file" in missing.stderr
-    no_dir = export(tmp_path / "backbone.keras", tmp_path / "no" / "x.pth")
-    assert no_dir.returncode != 0 and "existing directory" in no_dir.stderr
+    # The refusals, in this process (a subprocess each would spend its time importing).
+    from absl import app
+    from absl import flags
+
+    from trainers import export_torchvision
+
+    try:
+        for backbone, output, message in (
+            (tmp_path / "nothing.keras", tmp_path / "x.pth", "existing .keras file"),
+            (tmp_path / "backbone.keras", tmp_path / "no" / "x.pth", "existing directory"),
+        ):
+            flags.FLAGS(["export_torchvision", f"--backbone={backbone}", f"--output={output}"])
+            with pytest.raises((app.UsageError, ValueError), match=message):
+                export_torchvision.main(["export_torchvision"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.keras", "out.pth"]
