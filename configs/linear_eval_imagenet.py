@@ -11,10 +11,14 @@ batch 256, 100 epochs, cosine; random resized crop 224 + flip for training, resi
 `:precompute` embeds the centre crops once and sweeps the head's learning rate (fast, no
 augmentation). Transfer (the same head recipe, not the paper's per-dataset ones): `:places365_small`
 (tfds has Places365, not the paper's Places205), `:voc2007` (multi-label, mean average precision,
-trained on train+validation, tested on test; the paper trains linear SVMs), `:i_naturalist2018`;
+trained on train+validation, tested on test), `:i_naturalist2018`;
 at most one of them (`:imagenet2012`, the default, names ImageNet itself). Arguments combine with
 commas; `:runlocal` shrinks everything for a smoke run on a folder:
 `--config=configs/linear_eval_imagenet.py:runlocal --config.dataset=/path/to/folder`.
+
+`:voc2007` is NOT comparable with the paper's VOC07 number (86.6): it trains a sigmoid linear head
+by SGD and scores a non-interpolated mAP, where the paper follows VISSL's per-class linear SVMs with
+cross-validated costs; `configs/voc07_svm.py` (`trainers/svm_eval.py`) runs that protocol.
 """
 
 from keras_vicreg.config import common

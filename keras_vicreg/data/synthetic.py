@@ -1,4 +1,5 @@
-"""Generated images for smoke tests: `config.dataset = "synthetic"` pretrains on these.
+"""Generated images for smoke tests: `config.dataset = "synthetic"` pretrains on these; multi-label
+ones with VOC-style targets for the SVM protocol's `runlocal`.
 
 They need no download and no disk, and have some spatial structure (blocks of one colour) for the
 augmentations and the backbone to work on, so that a run of `configs/tiny.py` exercises the whole
@@ -33,3 +34,42 @@ def synthetic_images(count, image_size, channels, seed):
                                                                           :image_size]
     images = images + rng.normal(0, 20, size=images.shape)
     return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def synthetic_multilabel(count, image_size, num_classes, seed, difficult_rate=0.1,
+                         palette_seed=0):
+    """Generated multi-label images with VOC-style targets, for the SVM protocol's smoke runs.
+
+    Each class has a colour; an image is dark noise with 1 to 3 classes drawn as squares of their
+    colour (a quarter to a half of the side) at random places. A class drawn as a small square (an
+    eighth of the side), with probability `difficult_rate`, is marked -1 ("difficult") instead.
+
+    Args:
+        count, image_size: the number of images and their side (>= 8).
+        num_classes: the classes (>= 2).
+        seed: the seed of NumPy's generator.
+        difficult_rate: the probability that a drawn class is small and marked difficult.
+        palette_seed: the seed of the classes' colours: keep it for a training and a test split
+            (drawn with different `seed`s) of one task.
+
+    Returns:
+        (uint8 images (count, size, size, 3), int64 targets (count, classes) of 1 present,
+        0 absent, -1 difficult only).
+    """
+    if image_size < 8 or num_classes < 2:
+        raise ValueError("`image_size` must be >= 8 and `num_classes` >= 2. Received: "
+                         f"image_size={image_size}, num_classes={num_classes}")
+    colours = np.random.default_rng(palette_seed).uniform(0, 255, size=(num_classes, 3))
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0, 10, size=(count, image_size, image_size, 3))
+    targets = np.zeros((count, num_classes), np.int64)
+    for index in range(count):
+        classes = rng.choice(num_classes, size=rng.integers(1, 4), replace=False)
+        for cls in classes:
+            difficult = rng.random() < difficult_rate
+            side = max(1, image_size // 8) if difficult else rng.integers(
+                image_size // 4, image_size // 2 + 1)
+            top, left = rng.integers(0, image_size - side + 1, size=2)
+            images[index, top:top + side, left:left + side] = colours[cls]
+            targets[index, cls] = -1 if difficult else 1
+    return np.clip(images, 0, 255).astype(np.uint8), targets

@@ -1,4 +1,4 @@
-"""Evaluation protocols of a pretrained backbone: linear, fine-tuning, transfer, kNN, retrieval."""
+"""Evaluation protocols of a pretrained backbone: linear, fine-tuning, kNN, retrieval, SVMs."""
 
 from keras_vicreg.evaluation.finetune import finetune  # noqa: F401
 from keras_vicreg.evaluation.finetune import finetune_classifier  # noqa: F401
@@ -13,3 +13,7 @@ from keras_vicreg.evaluation.linear import linear_evaluation_on_features  # noqa
 from keras_vicreg.evaluation.linear import mean_average_precision  # noqa: F401
 from keras_vicreg.evaluation.retrieval import retrieval_recall  # noqa: F401
 from keras_vicreg.evaluation.sgd import GroupSGD  # noqa: F401
+from keras_vicreg.evaluation.svm import average_precision  # noqa: F401
+from keras_vicreg.evaluation.svm import score_svms  # noqa: F401
+from keras_vicreg.evaluation.svm import svm_protocol  # noqa: F401
+from keras_vicreg.evaluation.svm import train_svms  # noqa: F401

@@ -16,13 +16,21 @@ The classifier ("fc.*") and "num_batches_tracked" counters are ignored. The wide
 released backbones (ResNet-50 x2 and x4, ResNet-200 x2: the released code's torchvision ResNet with
 `widen=2` or 4, whose zero padding layer has no weights) have the same keys with wider tensors or
 more blocks: `width_multiplier` and `depth=200` build the Keras model they fit.
+
+The other way, `torchvision_state_dict` and `save_torchvision_resnet` write such a Keras ResNet as
+the state dict of a torchvision ResNet (the same table read backwards, kernels back to (out, in, h,
+w), a zero `num_batches_tracked` beside every BatchNorm, no `fc`), so that tools written for
+torchvision weights (detectron2's `convert-torchvision-to-d2.py`) take a backbone pretrained here.
 """
 
+import collections
+import os
 import re
 
 import keras
 import numpy as np
 
+from keras_vicreg.models.backbones.resnet_backbone import _DEPTH_BLOCKS
 from keras_vicreg.models.backbones.resnet_backbone import resnet
 
 # Tried in order: the first one that precedes "conv1.weight" in the state dict is the backbone's.
@@ -34,6 +42,11 @@ _STACK_LAYER = re.compile(
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 _STEM = {"conv1_conv": "conv1", "conv1_bn": "bn1", "stem_conv": "conv1", "stem_bn": "bn1"}
 _MAX_LISTED = 20
+_TORCH_KEY = re.compile(r"^(?:layer(?P<layer>\d)\.(?P<block>\d+)\.)?(?P<module>[a-z0-9.]+)\."
+                        r"(?P<param>[a-z_]+)$")
+_MODULE_ORDER = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample.0", "downsample.1")
+_PARAM_ORDER = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_TORCH_BN_EPSILON = 1e-5
 
 
 def load_torchvision_resnet(
@@ -216,3 +229,135 @@ def _listing(title, items):
     shown = ", ".join(items[:_MAX_LISTED])
     more = f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
     return f" {len(items)} {title}: {shown}{more}."
+
+
+def describe_torchvision_resnet(model):
+    """The torchvision ResNet that `model` (a keras-hub ResNet from `resnet`) is, or an error.
+
+    Checks, before any export, that every convolution and BatchNormalization of `model` has a
+    torchvision name (so no pre-activation, keras-cv or non-ResNet model), that the convolutions
+    have no bias and the BatchNormalizations torchvision's epsilon (1e-5), and that the stage
+    widths double from the stem's width as a torchvision ResNet's do: (64, 128, 256, 512) times
+    its `widen`, or narrower ones for tests (which only `assign_torchvision_weights` into
+    `resnet(depth, filters=...)` reads back; torchvision's own ResNets are 64 wide or wider).
+
+    Returns:
+        dict(depth=..., width_multiplier=..., stem="imagenet" | "small", filters=(...)): the
+        arguments that read the export back (`load_torchvision_resnet` takes the first three;
+        `width_multiplier` is None for widths that are not a multiple of 64).
+
+    Raises:
+        ValueError: saying what does not fit.
+    """
+    layers = [layer for layer in _leaf_layers(model)
+              if isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization))]
+    unnamed = [layer.name for layer in layers if _torch_name(layer.name) is None]
+    names = {_torch_name(layer.name): layer for layer in layers}
+    if not layers or unnamed or "conv1" not in names:
+        raise ValueError(
+            "Only a post-activation keras-hub ResNet (`keras_vicreg.backbones.resnet(depth, "
+            "source='keras_hub')`, the layout of the released VICReg models) has a torchvision "
+            "layout; pre-activation, keras-cv, ViT and ConvNeXt backbones do not."
+            f"{_listing('layers without a torchvision name', unnamed)} Received: "
+            f"model={model.name!r}"
+        )
+    problems = [f"{layer.name} has a bias" for layer in layers
+                if isinstance(layer, keras.layers.Conv2D) and layer.use_bias]
+    problems += [f"{layer.name} has epsilon={layer.epsilon}" for layer in layers
+                 if isinstance(layer, keras.layers.BatchNormalization)
+                 and not np.isclose(layer.epsilon, _TORCH_BN_EPSILON)]
+    blocks = collections.Counter(
+        int(match["layer"]) for match in map(_TORCH_KEY.match, (f"{n}.w" for n in names))
+        if match and match["layer"] and match["module"] == "conv1"
+    )
+    stages = tuple(blocks[index] for index in range(1, 5))
+    bottleneck = any(name.endswith(".conv3") for name in names)
+    depths = [depth for depth, counts in _DEPTH_BLOCKS.items()
+              if counts == stages and (depth >= 50) == bottleneck]
+    if not depths:
+        problems.append(f"blocks per stage {stages} (bottleneck={bottleneck}) are no ResNet's")
+    base = int(names["conv1"].filters)
+    widths = [int(names[f"layer{i}.0.conv1"].filters) for i in range(1, 5) if blocks[i]]
+    if widths != [base * 2**i for i in range(4)]:
+        problems.append(
+            f"stem width {base} and stage widths {widths} do not double from stage to stage "
+            "from the stem's width, as torchvision's (64, 128, 256, 512) times `widen` do"
+        )
+    if problems:
+        raise ValueError(
+            "This ResNet has no torchvision equivalent: " + "; ".join(problems[:_MAX_LISTED])
+            + f". Received: model={model.name!r}"
+        )
+    stem = "imagenet" if tuple(names["conv1"].kernel_size) == (7, 7) else "small"
+    multiplier = base // 64 if base % 64 == 0 else None
+    return dict(depth=depths[0], width_multiplier=multiplier, stem=stem,
+                filters=tuple(widths))
+
+
+def torchvision_state_dict(model):
+    """The weights of a keras-hub ResNet as a torchvision ResNet's state dict (no `fc`).
+
+    Args:
+        model: a backbone from `keras_vicreg.backbones.resnet(..., source="keras_hub")`, with the
+            ImageNet stem for detectron2 and other torchvision consumers (the "small" stem's 3x3
+            `conv1` fits only a torchvision ResNet whose `conv1` was replaced the same way).
+
+    Returns:
+        A `collections.OrderedDict` from torchvision key to NumPy array, in torchvision's order:
+        float32 kernels (out, in, h, w) and BatchNorm `weight`, `bias`, `running_mean`,
+        `running_var`, and an int64 `num_batches_tracked` of 0 (torchvision keeps one per
+        BatchNorm; nothing reads it in inference).
+
+    Raises:
+        ValueError: if `model` is not such a ResNet (`describe_torchvision_resnet`).
+    """
+    describe_torchvision_resnet(model)
+    state = collections.OrderedDict()
+    for key, (variable, _) in sorted(_torch_targets(model).items(), key=lambda i: _key_order(i[0])):
+        value = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        state[key] = np.transpose(value, (3, 2, 0, 1)) if value.ndim == 4 else value
+        if key.endswith(".running_var"):
+            state[key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return state
+
+
+def save_torchvision_resnet(model, path):
+    """Writes `torchvision_state_dict(model)` with `torch.save`, as torch tensors.
+
+    Raises:
+        ValueError: if `path`'s directory does not exist, or `model` is not such a ResNet; both
+            are checked before anything is written.
+        ImportError: without torch.
+
+    Returns:
+        `describe_torchvision_resnet(model)`: the arguments that read the file back.
+    """
+    check_export_path(path)
+    layout = describe_torchvision_resnet(model)
+    import torch
+
+    tensors = collections.OrderedDict(
+        (key, torch.from_numpy(np.ascontiguousarray(value)))
+        for key, value in torchvision_state_dict(model).items()
+    )
+    torch.save(tensors, os.fspath(path))
+    return layout
+
+
+def check_export_path(path):
+    """Checks that `path` can be written: its directory exists and it is not a directory."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or os.path.isdir(path):
+        raise ValueError(
+            "The output must be a file in an existing directory; create the directory first. "
+            f"Received: path={path!r}"
+        )
+
+
+def _key_order(key):
+    """torchvision's order: the stem, then each block's modules, each module's parameters."""
+    match = _TORCH_KEY.match(key)
+    layer = int(match["layer"] or 0)
+    block = int(match["block"] or 0)
+    return layer, block, _MODULE_ORDER.index(match["module"]), _PARAM_ORDER.index(match["param"])
