@@ -94,8 +94,8 @@ class OnlineProbe(keras.layers.Layer):
 
     def gradients(self, features, labels):
         """(kernel gradient, bias gradient, mean loss, top-1 percent) of a batch, closed-form."""
-        features = ops.cast(ops.stop_gradient(features), "float32")
-        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        features = ops.cast(ops.stop_gradient(ops.convert_to_tensor(features)), "float32")
+        labels = ops.reshape(ops.cast(ops.convert_to_tensor(labels), "int32"), (-1,))
         logits = self.logits(features)
         onehot = ops.one_hot(labels, self.num_classes, dtype="float32")
         log_probs = ops.log_softmax(logits, axis=-1)
