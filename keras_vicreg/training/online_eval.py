@@ -21,6 +21,7 @@ import math
 import os
 
 from keras_vicreg import data as vicreg_data
+from keras_vicreg.config import online_eval as options_lib
 from keras_vicreg.config import pretraining
 from keras_vicreg.data import sources
 from keras_vicreg.data.synthetic import synthetic_images
@@ -32,10 +33,15 @@ from keras_vicreg.training import multihost
 EVAL_BATCH = 256
 
 
+def probe_on(config):
+    """Whether a config's probe is on (`online_eval.probe`, "auto" resolved for its data)."""
+    return bool(options_lib.resolve_probe(config.online_eval.probe, config.dataset, config.split))
+
+
 def make_probe(config, num_classes):
     """The `OnlineProbe` of `config.online_eval` (None when the probe is off)."""
     options = config.online_eval
-    if not options.probe:
+    if not probe_on(config):
         return None
     if num_classes is None:
         raise ValueError(
@@ -62,7 +68,7 @@ def _labelled(source, data, split=None, count=None):
 def held_out_data(config, data):
     """(bank, held-out) labelled datasets of a config's data, or None (see the module docstring)."""
     options = config.online_eval
-    if not options.probe or not options.held_out_examples:
+    if not probe_on(config) or not options.held_out_examples:
         return None
     bank_count = min(options.bank_examples, config.num_examples)
     if config.dataset == pretraining.SYNTHETIC:

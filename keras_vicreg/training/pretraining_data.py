@@ -22,6 +22,7 @@ from keras_vicreg.data.synthetic import synthetic_labels
 from keras_vicreg.training import bad_images
 from keras_vicreg.training import distribute
 from keras_vicreg.training import multihost
+from keras_vicreg.training import online_eval
 
 
 def epoch_seed(seed, epoch):
@@ -62,7 +63,7 @@ class Data:
         self.channels = self.augmentation.view_a.channels
         self.image_scan = None  # the report of `bad_images.check_source`, where it ran
         # With the probe: the labels' key in the source's elements, or an array of them.
-        self.probe = bool(config.online_eval.probe)
+        self.probe = online_eval.probe_on(config)
         self.labels, self.num_classes = None, None
         if config.dataset == pretraining.SYNTHETIC:
             images = synthetic_images(
