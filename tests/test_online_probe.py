@@ -208,6 +208,46 @@ def test_the_callback_adds_knn_and_probe_top1_to_the_logs():
     assert logs["probe_top1"] == pytest.approx(expected)
 
 
+# Two replicas (a TensorFlow MirroredStrategy, JAX's DataParallel) in a subprocess with two logical
+# CPU devices, as tests/test_distribute.py does, against one device on the same global batch.
+
+def _two_replicas_report():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_vicreg.training import distribute
+
+    def fitted():
+        model = _model(True)
+        model.fit(_pairs(True), epochs=1, verbose=0)
+        return _numpy(model.online_probe.weights)
+
+    single = fitted()
+    if backend == "tensorflow":
+        with distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"]).scope():
+            several = fitted()
+    else:
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        several = fitted()
+    for ours, theirs in zip(several, single):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5)
+    print("PROBE-MATCHES", max(np.abs(w).max() for w in single))
+
+
+@pytest.mark.slow
+@pytest.mark.backend_neutral
+def test_two_replicas_train_the_probe_as_one_device_does():
+    if keras.backend.backend() == "torch":
+        pytest.skip("PyTorch's processes: the probe's gradient is all-reduced (models.online_probe)")
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split("PROBE-MATCHES")[1]) > 0  # the probe trained
+
+
 # The binary: a run with the probe, and the same run resumed from its step-10 checkpoint.
 
 def _run(workdir):
@@ -257,3 +297,7 @@ def test_the_binary_logs_probe_and_knn_top1_and_a_resumed_run_restores_the_probe
     assert any(np.abs(at_ten[name]).max() > 0 for name in at_ten)  # restored, not from zeros
     for name in ours:
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-7)
+
+
+if __name__ == "__main__":
+    _two_replicas_report()
