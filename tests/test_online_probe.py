@@ -10,6 +10,7 @@ the closed form the layer uses.
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -211,6 +212,21 @@ def test_the_callback_adds_knn_and_probe_top1_to_the_logs():
 # Two replicas (a TensorFlow MirroredStrategy, JAX's DataParallel) in a subprocess with two logical
 # CPU devices, as tests/test_distribute.py does, against one device on the same global batch.
 
+def _torch_process_report(out_dir):
+    """A torch process of two: fits on its half of each global batch, saves the probe's kernel."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    rows = np.concatenate([np.arange(start + 8 * rank, start + 8 * rank + 8)
+                           for start in range(0, 48, 16)])
+    model = _model(True)
+    data = tf.data.Dataset.from_tensor_slices(((VIEWS[0][rows], VIEWS[1][rows]), LABELS[rows]))
+    model.fit(data.batch(8), epochs=1, verbose=0)
+    np.save(os.path.join(out_dir, f"kernel_{rank}.npy"), _numpy([model.online_probe.kernel])[0])
+    dist.destroy_process_group()
+
+
 def _two_replicas_report():
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -237,15 +253,44 @@ def _two_replicas_report():
 
 @pytest.mark.slow
 @pytest.mark.backend_neutral
-def test_two_replicas_train_the_probe_as_one_device_does():
-    if keras.backend.backend() == "torch":
-        pytest.skip("PyTorch's processes: the probe's gradient is all-reduced (models.online_probe)")
+def test_two_replicas_train_the_probe_as_one_device_does(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    if keras.backend.backend() == "torch":  # two processes (gloo), each on half of every batch
+        _torch_two_processes(env, tmp_path)
+        return
     result = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split("PROBE-MATCHES")[1]) > 0  # the probe trained
+
+
+def _torch_two_processes(env, out_dir):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(out_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+        )
+        for rank in range(2)
+    ]
+    try:
+        errors = [worker.communicate(timeout=240)[1] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert all(worker.returncode == 0 for worker in workers), errors[0][-3000:]
+    model = _model(True)
+    model.fit(_pairs(True), epochs=1, verbose=0)  # one process on the global batches
+    single = _numpy([model.online_probe.kernel])[0]
+    kernels = [np.load(out_dir / f"kernel_{rank}.npy") for rank in range(2)]
+    np.testing.assert_array_equal(kernels[0], kernels[1])
+    np.testing.assert_allclose(kernels[0], single, rtol=1e-3, atol=1e-5)
+    assert np.abs(single).max() > 0
 
 
 # The binary: a run with the probe, and the same run resumed from its step-10 checkpoint.
@@ -300,4 +345,7 @@ def test_the_binary_logs_probe_and_knn_top1_and_a_resumed_run_restores_the_probe
 
 
 if __name__ == "__main__":
-    _two_replicas_report()
+    if "RANK" in os.environ:
+        _torch_process_report(sys.argv[1])
+    else:
+        _two_replicas_report()
