@@ -144,7 +144,8 @@ def test_a_saved_and_loaded_model_keeps_the_probe_and_its_weights(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.online_probe.get_config() == model.online_probe.get_config()
-    for ours, theirs in zip(_numpy(model.online_probe.weights), _numpy(loaded.online_probe.weights)):
+    weights = zip(_numpy(model.online_probe.weights), _numpy(loaded.online_probe.weights))
+    for ours, theirs in weights:
         np.testing.assert_array_equal(ours, theirs)
     again = keras_vicreg.VICReg.from_config(model.get_config())
     assert again.online_probe.num_classes == 3 and again.online_probe.learning_rate == 0.5
@@ -231,7 +232,8 @@ def _two_replicas_report():
     backend = keras.backend.backend()
     if backend == "tensorflow":
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        devices = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, devices)
     from keras_vicreg.training import distribute
 
     def fitted():
