@@ -1,4 +1,5 @@
-"""PNG plots of a VICReg run: loss terms over training, embedding stds, a 2-D view of features.
+"""PNG plots of a VICReg run: loss terms and online evaluation over training, embedding stds, a 2-D
+view of features.
 
 The three pictures that tell whether VICReg learned something or collapsed: the loss terms should
 fall together, every embedding dimension should keep a standard deviation near the variance term's
@@ -82,6 +83,43 @@ def plot_loss_terms(steps, terms, path):
         axis.grid(alpha=0.3)
     figure.suptitle("VICReg loss terms during pretraining (mean over each logged window)",
                     fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def plot_online_eval(log_dir, path):
+    """Plots the online evaluation of a run (`config.online_eval`) against the training step.
+
+    The held-out `knn_top1` and `probe_top1` ("eval/" in TensorBoard,
+    `keras_vicreg.evaluation.online`) and the probe's running top-1 on the training batches
+    ("train/probe_train_top1", with augmented views), in percent.
+
+    Args:
+        log_dir: the run's TensorBoard directory (`<workdir>/tensorboard`).
+        path: the PNG file to write.
+    """
+    steps, held_out = read_scalars(log_dir, "eval/")
+    train_steps, train = read_scalars(log_dir, "train/")
+    if not steps:
+        raise ValueError(
+            f"Nothing to plot: {log_dir} holds no eval/ scalars (a run with the online probe and "
+            f"a held-out split writes them). Received: log_dir={log_dir!r}"
+        )
+    figure, axis = pyplot.subplots(figsize=(5.0, 3.4))
+    for name, label in (("knn_top1", "kNN top-1 (held out)"),
+                        ("probe_top1", "online probe top-1 (held out)")):
+        if name in held_out:
+            axis.plot(steps, held_out[name], marker="o", markersize=3, label=label)
+    if "probe_train_top1" in train:
+        axis.plot(train_steps, train["probe_train_top1"], linewidth=0.8, alpha=0.6,
+                  label="online probe top-1 (training views)")
+    axis.set_xlabel("step", fontsize=8)
+    axis.set_ylabel("top-1 (%)", fontsize=8)
+    axis.tick_params(labelsize=7)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title("Online evaluation during pretraining", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)

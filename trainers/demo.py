@@ -83,10 +83,11 @@ def main(argv):
             keras.utils.set_random_seed(config.seed)
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
             data = recipe.Data(config, strategy=None, data_dir=data_dir, workdir=workdir)
-            random_model = recipe.make_model(config, data.channels)
+            random_model = recipe.make_model(config, data.channels, data.num_classes)
 
             pretrain_start, pretrain_cpu_start = time.time(), time.process_time()
-            model = recipe.compile_model(recipe.make_model(config, data.channels), config)
+            model = recipe.compile_model(
+                recipe.make_model(config, data.channels, data.num_classes), config)
             start_step = recipe.restore_checkpoint(model, config, workdir)
             recipe.fit(model, config, workdir, data, start_step, stop_signal=running_job.stop_signal,
                        verbose=1 if sys.stdout.isatty() else 2)  # a bar, or a line per epoch

@@ -80,8 +80,8 @@ def main(argv):
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
             with distribute.strategy_scope(strategy):
                 data = recipe.Data(config, strategy, _DATA_DIR.value, _MANUAL_DIR.value, workdir)
-                model = recipe.compile_model(recipe.make_model(config, data.channels),
-                                             config)
+                model = recipe.compile_model(
+                    recipe.make_model(config, data.channels, data.num_classes), config)
                 start_step = recipe.restore_checkpoint(model, config, workdir)
                 recipe.fit(model, config, workdir, data, start_step,
                            stop_signal=running_job.stop_signal, watchdog=running_job.watchdog)

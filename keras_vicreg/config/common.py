@@ -131,7 +131,8 @@ def shrink_for_local_run(config):
 
     Keeps the dataset, the augmentation and the loss, and shrinks everything that costs time: images
     of at most 64 pixels, batch 16, two epochs of three steps, a "64-64" expander, narrow ResNet
-    widths with the small stem, frequent checkpoints and summaries. Call it after
+    widths with the small stem, frequent checkpoints and summaries, a small held-out evaluation
+    (`online_eval`). Call it after
     `set_derived_numbers`: `total_steps` and `optimizer.warmup_steps` then follow the three steps.
 
     Args:
@@ -154,6 +155,10 @@ def shrink_for_local_run(config):
     config.summary_every_steps = 2
     config.summary_examples = 16
     config.summary_image_pairs = 2
+    if "online_eval" in config:  # a held-out evaluation of seconds, at steps 3 and 6
+        config.online_eval.every_steps = 3
+        config.online_eval.held_out_examples = min(config.online_eval.held_out_examples, 256)
+        config.online_eval.bank_examples = min(config.online_eval.bank_examples, 512)
     return config
 
 

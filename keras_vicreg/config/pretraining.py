@@ -56,6 +56,7 @@ The keys (see `default_config` for the defaults):
                                embedding statistics (per-feature std, effective rank) of a fixed
                                batch and pictures of augmented pairs in TensorBoard
     collapse_threshold, collapse_patience_steps, nan_check_weights
+    online_eval.*              the online linear probe and held-out kNN (`config.online_eval`)
     peer_timeout_s             several processes: seconds without a finished step after which a
                                process decides a peer died and exits PEER_LOST (`training.watchdog`)
 """
@@ -66,6 +67,7 @@ from ml_collections import config_dict
 
 from keras_vicreg.config import checks
 from keras_vicreg.config import model_options
+from keras_vicreg.config import online_eval
 from keras_vicreg.config import optimizer_options
 from keras_vicreg.config.checks import at_least
 from keras_vicreg.config.checks import choice
@@ -143,6 +145,7 @@ def default_config():
     config.collapse_patience_steps = 200
     config.nan_check_weights = True
     config.peer_timeout_s = 600.0
+    online_eval.add_defaults(config)
     return config
 
 
@@ -282,8 +285,8 @@ def validate(config, num_replicas=1):
     """Checks a resolved pretraining config; raises one ValueError listing every problem.
 
     A valid `optimizer.base_learning_rate="auto"` is then replaced by its number
-    (`common.auto_base_learning_rate` of `batch_size`), so that the printed and saved config show
-    the rate the run uses.
+    (`common.auto_base_learning_rate` of `batch_size`), and `online_eval.probe="auto"` by a bool,
+    so that the printed and saved config show what the run does.
 
     Reads no data: a folder given as `dataset` is only checked to exist, and `num_examples` is
     compared with the dataset's size later, when the dataset is opened.
@@ -304,6 +307,7 @@ def validate(config, num_replicas=1):
         _model_problems(flat, problems)
         optimizer_options.problems(flat, problems)
         _training_problems(flat, problems, num_replicas)
+        online_eval.problems(flat, problems)
     if problems:
         raise ValueError(
             f"Invalid pretraining config ({len(problems)} problem"
@@ -311,5 +315,6 @@ def validate(config, num_replicas=1):
         )
     if config.optimizer.base_learning_rate == common.AUTO:
         config.optimizer.base_learning_rate = common.base_learning_rate(config)
+    online_eval.resolve(config)
     return config
 

@@ -1,4 +1,4 @@
-"""The pretraining pipeline: batches of two augmented views `(view_a, view_b)` of unlabelled images.
+"""The pretraining pipeline: batches of two augmented views `(view_a, view_b)`, labels optional.
 
     source -> shard -> shuffle -> per-element seeds
       -> per image: decode (fused decode-and-crop for JPEG), crop, resize, draw the other choices
@@ -88,6 +88,7 @@ def two_view_dataset(
     manual_dir=None,
     download=True,
     max_image_pixels=image_headers.MAX_IMAGE_PIXELS,
+    labels=None,
 ):
     """Batches of two augmented views `(view_a, view_b)` for `VICReg.fit`.
 
@@ -116,11 +117,16 @@ def two_view_dataset(
         data_dir, manual_dir, download: see `keras_vicreg.data.load_builder`.
         max_image_pixels: an encoded image whose header declares more pixels is skipped without
             being decoded (`image_headers`); None: no budget.
+        labels: None (no labels), or the labels to carry beside the views, for a model's online
+            probe (`keras_vicreg.models.online_probe`): for an array source, an array of one int
+            label per image; for other sources, the label's key in dict elements (e.g. "label";
+            tuple elements: their second part). The views are the same with and without labels.
 
     Returns:
         A `tf.data.Dataset` of `(view_a, view_b)`, each float32 of shape
-        (batch, size, size, channels). Unreadable images, and images over `max_image_pixels`, are
-        skipped with a warning.
+        (batch, size, size, channels), or with `labels` of `((view_a, view_b), labels)`, labels
+        int32 (batch,). Unreadable images, and images over `max_image_pixels`, are skipped with a
+        warning.
     """
     batching.check_batch_size(batch_size)
     seed = batching.draw_seed(seed)
@@ -143,18 +149,21 @@ def two_view_dataset(
     if route == "in_memory":
         return _array_pairs(
             source, batch_size, augmentation, seed, shuffle=bool(shuffle_buffer),
-            input_context=input_context, drop_remainder=drop_remainder,
+            input_context=input_context, drop_remainder=drop_remainder, labels=labels,
         ).prefetch(batching.AUTOTUNE)
-    dataset = batching.select_parts(dataset, (image_key,))
+    labelled = labels is not None
+    dataset = batching.select_parts(dataset, (image_key, labels) if labelled else (image_key,))
     dataset, batch_size, pipeline_id = batching.prepare(
         dataset, sharded, seed, shuffle_buffer, input_context, batch_size
     )
 
     def resized(element, element_seed):
-        return _resized_two_views(element[0], element_seed, augmentation, max_image_pixels)
+        parts = _resized_two_views(element[0], element_seed, augmentation, max_image_pixels)
+        return (*parts, tf.cast(element[1], tf.int32)) if labelled else parts
 
     def views(*batch):
-        return _augment_two_views(*batch, augmentation)
+        pair = _augment_two_views(*batch[:4], augmentation)
+        return (pair, batch[4]) if labelled else pair
 
     dataset = batching.map_and_batch(
         dataset,
@@ -170,14 +179,23 @@ def two_view_dataset(
 
 
 def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_context,
-                 drop_remainder):
+                 drop_remainder, labels=None):
     """`two_view_dataset` of an in-memory array: batches of indices, each batch augmented at once.
 
     No op runs per image: the epoch's order is one shuffle of the indices, each batch one gather
     and one `transforms.batch_two_views` with its own seed, `[a draw of
-    tf.data.Dataset.random(seed), pipeline_id]`.
+    tf.data.Dataset.random(seed), pipeline_id]`; with `labels` (an array), each batch's labels
+    ride beside its views.
     """
     images = batching.image_array(images, "An array of images")
+    if labels is not None:
+        with tf.device("CPU:0"):
+            labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        if tuple(labels.shape) != tuple(images.shape[:1]):
+            raise ValueError(
+                "`labels` of an array of images must hold one int label per image. "
+                f"Received: {images.shape[0]} images, labels of shape {labels.shape}"
+            )
     indices = tf.range(images.shape[0], dtype=tf.int64)
     pipeline_id = 0
     if input_context is not None:
@@ -194,10 +212,13 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
         batches = batches.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size :]))
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
+
+    def pairs(batch, batch_seed):
+        views = transforms.batch_two_views(tf.gather(images, batch), batch_seed, augmentation)
+        return views if labels is None else (views, tf.gather(labels, batch))
+
     return tf.data.Dataset.zip(batches, seeds).map(
-        lambda batch, batch_seed: transforms.batch_two_views(
-            tf.gather(images, batch), batch_seed, augmentation
-        ),
+        pairs,
         num_parallel_calls=batching.AUTOTUNE,
         deterministic=True,
     )

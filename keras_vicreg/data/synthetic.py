@@ -73,3 +73,26 @@ def synthetic_multilabel(count, image_size, num_classes, seed, difficult_rate=0.
             images[index, top:top + side, left:left + side] = colours[cls]
             targets[index, cls] = -1 if difficult else 1
     return np.clip(images, 0, 255).astype(np.uint8), targets
+
+
+SYNTHETIC_CLASSES = 4
+
+
+def synthetic_labels(images):
+    """Labels of `synthetic_images` for an online probe: the quartile of each image's mean value.
+
+    The class is a function of the image alone (its mean brightness against the quartiles of the
+    mean of the uniform blocks, whose spread is known), so the images stay those of the unlabelled
+    data, and it survives crops and flips roughly: a probe can learn it. Classes 0..3.
+
+    Args:
+        images: uint8 (count, height, width, channels) from `synthetic_images`.
+
+    Returns:
+        int32 NumPy array (count,).
+    """
+    images = np.asarray(images, np.float32)
+    # The mean of 16 * channels uniform(0, 255) blocks: centre 127.5, std 255 / sqrt(12 * 16 c).
+    spread = 255.0 / np.sqrt(12.0 * 16 * images.shape[-1])
+    edges = 127.5 + spread * np.array([-0.6745, 0.0, 0.6745])  # the normal's quartiles
+    return np.digitize(images.mean(axis=(1, 2, 3)), edges).astype(np.int32)

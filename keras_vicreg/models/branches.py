@@ -93,6 +93,23 @@ def fresh_copy(layer, name=None):
     return keras.saving.deserialize_keras_object(config)
 
 
+def branch_model(model, branch, embeddings):
+    """`VICReg.branch_model`: one branch of `model` as a functional `keras.Model`."""
+    backbone, expander = model._branch(branch)
+    shape = declared_input_shape(backbone)
+    if not shape:
+        raise ValueError(
+            "Exporting a branch needs a backbone with a declared input (a functional "
+            "keras.Model built from keras.Input). Received: a backbone without `inputs`, "
+            f"backbone={backbone!r}"
+        )
+    inputs = keras.Input(batch_shape=shape, dtype=backbone.inputs[0].dtype)
+    outputs = model._represent(backbone, inputs, training=False)
+    if embeddings:
+        outputs = expander(outputs, training=False)
+    return keras.Model(inputs, outputs, name=f"branch_{branch}")
+
+
 def unpack_views(data):
     """Returns (view_a, view_b) from a batch of pairs, with a clear error for anything else."""
     if isinstance(data, (tuple, list)) and len(data) == 3 and data[1] is None and data[2] is None:
@@ -110,19 +127,26 @@ def unpack_views(data):
     )
 
 
-def embedding_pairs(model, data, training):
+def embedding_pairs(model, data, training, keep=None):
     """The (online, target) pairs of embeddings a `VICReg`'s loss compares, for a batch of pairs.
 
     Online: branch a's embeddings, through the predictor if any. Target: branch b's, under
     stop-gradient with `stop_gradient_b` or a momentum encoder. One pair (view a online, view b
     target), or with `symmetric` two: (x_a online, x_b target) and (x_b online, x_a target), as
-    BYOL and SimSiam symmetrise their loss.
+    BYOL and SimSiam symmetrise their loss. `keep`, a dict, gets branch a's pooled
+    representation of view a under "features" (what the online probe reads).
     """
     view_a, view_b = unpack_views(data)
     stop = model.stop_gradient_b or model.momentum is not None
+    keep = {} if keep is None else keep
+
+    def embed_a(inputs):
+        features = model._represent(model.backbone, inputs, training)
+        keep.setdefault("features", features)  # view a's: embedded first
+        return model.expander(features, training=training)
 
     def online(inputs):
-        z = model.embed(inputs, training=training)
+        z = embed_a(inputs)
         return z if model.predictor is None else model.predictor(z, training=training)
 
     def target(z):
@@ -132,7 +156,7 @@ def embedding_pairs(model, data, training):
         online_a = online(view_a)
         return [(online_a, target(model.embed(view_b, training=training, branch="b")))]
     if model.backbone_b is None:  # one network: its embeddings of each view are the targets
-        z_a, z_b = model.embed(view_a, training=training), model.embed(view_b, training=training)
+        z_a, z_b = embed_a(view_a), model.embed(view_b, training=training)
         p_a, p_b = (z_a, z_b) if model.predictor is None else (
             model.predictor(z_a, training=training), model.predictor(z_b, training=training))
         return [(p_a, target(z_b)), (p_b, target(z_a))]

@@ -12,6 +12,7 @@ from keras_vicreg import losses
 from keras_vicreg.models import batch_norm
 from keras_vicreg.models import branches
 from keras_vicreg.models import global_batch
+from keras_vicreg.models import online_probe as probe_lib
 from keras_vicreg.models import steps
 from keras_vicreg.models.branches import unpack_views  # noqa: F401  (0.1: keras_vicreg.model)
 from keras_vicreg.models.expander import build_expander
@@ -79,6 +80,8 @@ class VICReg(keras.Model):
             backbones', expanders' and predictor's). None (default): when the model is built under
             a TensorFlow strategy of several replicas. True forces it (on JAX and PyTorch, for the
             expanders and predictor only), False leaves every layer as given.
+        online_probe: an `OnlineProbe` trained on stop-gradient features of view a, or None;
+            the batches are then `((view_a, view_b), labels)` (`models.online_probe`).
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -114,6 +117,7 @@ class VICReg(keras.Model):
         sync_batch_norm=None,
         invariance="mse",
         symmetric=False,
+        online_probe=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -167,7 +171,10 @@ class VICReg(keras.Model):
             gamma=gamma, eps=eps, covariance=covariance, invariance=invariance,
         )
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in _TERMS}
+        probe_lib.check_probe(online_probe)
+        self.online_probe = online_probe  # its variables are the last of the model's
+        terms = _TERMS + (probe_lib.METRICS if online_probe is not None else ())
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in terms}
         if self._synchronized and keras.backend.backend() != "jax":
             batch_norm.synchronize(self)  # the backbones' too
         shape_a = branches.declared_input_shape(backbone)
@@ -235,6 +242,9 @@ class VICReg(keras.Model):
             )
         if not expander.built:
             expander.build(features_shape)
+        probe = self.online_probe
+        if backbone is self.backbone and probe is not None and not probe.built:
+            probe.build(features_shape)
         return expander.compute_output_shape(features_shape)
 
     def _branch(self, branch):
@@ -272,19 +282,7 @@ class VICReg(keras.Model):
             A functional `keras.Model` from the backbone's input, ready for `predict`, `save` or,
             on TensorFlow, `export`.
         """
-        backbone, expander = self._branch(branch)
-        shape = branches.declared_input_shape(backbone)
-        if not shape:
-            raise ValueError(
-                "Exporting a branch needs a backbone with a declared input (a functional "
-                "keras.Model built from keras.Input). Received: a backbone without `inputs`, "
-                f"backbone={backbone!r}"
-            )
-        inputs = keras.Input(batch_shape=shape, dtype=backbone.inputs[0].dtype)
-        outputs = self._represent(backbone, inputs, training=False)
-        if embeddings:
-            outputs = expander(outputs, training=False)
-        return keras.Model(inputs, outputs, name=f"branch_{branch}")
+        return branches.branch_model(self, branch, embeddings)
 
     @property
     def branch_a(self):
@@ -310,7 +308,9 @@ class VICReg(keras.Model):
         One (online, target) pair of embeddings, or two with `symmetric`, whose terms are
         averaged (`branches.embedding_pairs`).
         """
-        pairs = branches.embedding_pairs(self, data, training)
+        data, labels = probe_lib.split_labels(data, self.online_probe is not None)
+        keep = {}  # branch a's features of view a, for the probe
+        pairs = branches.embedding_pairs(self, data, training, keep)
         total = {}
         for z_a, z_b in pairs:
             z_a = self.gather_embeddings(z_a)
@@ -319,7 +319,10 @@ class VICReg(keras.Model):
             terms["std"] = (losses.embedding_std(z_a) + losses.embedding_std(z_b)) / 2.0
             for name, value in terms.items():
                 total[name] = value if name not in total else total[name] + value
-        return {name: value / float(len(pairs)) for name, value in total.items()}
+        total = {name: value / float(len(pairs)) for name, value in total.items()}
+        if self.online_probe is not None:  # a step of its own SGD when training
+            total.update(self.online_probe.update(keep["features"], labels, training))
+        return total
 
     # ----------------------------------------------------------------------------------------------
     # Training: one thin step per backend (keras_vicreg.models.steps), all built on compute_terms.
@@ -381,6 +384,7 @@ class VICReg(keras.Model):
             expander_batch_norm=self.expander_batch_norm,
             sync_batch_norm=self.sync_batch_norm,
             symmetric=self.symmetric,
+            online_probe=keras.saving.serialize_keras_object(self.online_probe),
             **self.loss_options,
         )
         return config
@@ -388,7 +392,7 @@ class VICReg(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("backbone", "expander", "backbone_b", "expander_b"):
+        for key in ("backbone", "expander", "backbone_b", "expander_b", "online_probe"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -6,7 +6,8 @@ a run resumed after a kill sees the very batches an uninterrupted run sees. The 
 tfds (read and decoded every epoch, or decoded once into memory with `config.in_memory`), a folder
 of class subfolders, or `keras_vicreg.data.synthetic` for smoke tests. Images read and decoded every
 epoch are scanned once first (`bad_images.check_source`), so that broken data stops the run before
-training rather than shortening its epochs.
+training rather than shortening its epochs. With the online probe on (`config.online_eval.probe`)
+the batches are `((view_a, view_b), labels)`, the views the same as without labels.
 """
 
 import numpy as np
@@ -15,10 +16,13 @@ import keras
 from keras_vicreg import data as vicreg_data
 from keras_vicreg.config import pretraining
 from keras_vicreg.data import transforms
+from keras_vicreg.data.synthetic import SYNTHETIC_CLASSES
 from keras_vicreg.data.synthetic import synthetic_images
+from keras_vicreg.data.synthetic import synthetic_labels
 from keras_vicreg.training import bad_images
 from keras_vicreg.training import distribute
 from keras_vicreg.training import multihost
+from keras_vicreg.training import online_eval
 
 
 def epoch_seed(seed, epoch):
@@ -58,16 +62,27 @@ class Data:
         self.augmentation = transforms.get_augmentation(spec_augmentation, config.image_size)
         self.channels = self.augmentation.view_a.channels
         self.image_scan = None  # the report of `bad_images.check_source`, where it ran
+        # With the probe: the labels' key in the source's elements, or an array of them.
+        self.probe = online_eval.probe_on(config)
+        self.labels, self.num_classes = None, None
         if config.dataset == pretraining.SYNTHETIC:
             images = synthetic_images(
                 config.num_examples, config.image_size, self.channels, config.seed
             )
+            if self.probe:
+                self.labels, self.num_classes = "label", SYNTHETIC_CLASSES
+                images = (images, synthetic_labels(images))
             self._source = lambda: _from_tensor_slices(images)
         else:
             builder = self._check_split_size()
+            if self.probe:
+                self.labels, self.num_classes = "label", _num_classes(builder, config.dataset)
             if config.in_memory:  # an array: two_view_dataset augments whole batches of it
                 # One host tensor for every epoch's pipeline, not a copy of the array per epoch.
-                images = _host_tensor(self._decode_split(builder))
+                images, labels = self._decode_split(builder)
+                images = _host_tensor(images)
+                if self.probe:
+                    self.labels = labels
                 self._source = lambda: images
             else:
                 dataset, _ = vicreg_data.load_split(
@@ -103,7 +118,8 @@ class Data:
         return builder
 
     def _decode_split(self, builder):
-        """The split's images decoded into one uint8 array (`config.in_memory`)."""
+        """The split's images decoded into one uint8 array (`config.in_memory`), and its labels
+        (None where it has none)."""
         import tensorflow_datasets as tfds
 
         shape = builder.info.features["image"].shape
@@ -116,10 +132,11 @@ class Data:
         size = self.config.num_examples * int(np.prod(shape))
         print(f"Decoding {self.config.num_examples} images of {self.config.dataset!r} into "
               f"memory ({size / 2**20:.0f} MiB).", flush=True)
-        images = builder.as_dataset(split=self._split(), batch_size=-1)["image"]
-        return tfds.as_numpy(images)
+        split = builder.as_dataset(split=self._split(), batch_size=-1)
+        labels = tfds.as_numpy(split["label"]) if "label" in split else None
+        return tfds.as_numpy(split["image"]), labels
 
-    def _pipeline(self, epoch, batch_size, input_context=None):
+    def _pipeline(self, epoch, batch_size, input_context=None, labelled=True):
         config = self.config
         return vicreg_data.two_view_dataset(
             self._source(),
@@ -133,10 +150,12 @@ class Data:
             manual_dir=self.manual_dir,
             download=True,
             max_image_pixels=config.max_image_pixels,
+            labels=self.labels if labelled else None,
         )
 
     def epoch(self, epoch, skip=0):
-        """Epoch `epoch`'s batches of pairs, in a fixed order, without the first `skip`."""
+        """Epoch `epoch`'s batches of pairs (with labels: of `(pair, labels)`), in a fixed order,
+        without the first `skip`."""
         if keras.backend.backend() != "tensorflow" or distribute.num_replicas(self.strategy) == 1:
             # JAX's DataParallel splits each process's batch over its devices; several processes
             # (JAX, PyTorch) each read their own shard.
@@ -148,7 +167,8 @@ class Data:
 
     def fixed_views(self):
         """The first `summary_examples` pairs of the first epoch, as numpy arrays."""
-        batch = next(iter(self._pipeline(0, self.config.summary_examples).take(1)), None)
+        batch = next(iter(self._pipeline(0, self.config.summary_examples, labelled=False).take(1)),
+                     None)
         if batch is None:  # e.g. a tf.data source of images that do not decode
             raise bad_images.UndecodableImagesError(
                 f"The first epoch of {self.config.dataset!r} holds no batch of summary_examples "
@@ -156,6 +176,18 @@ class Data:
                 f"Received: config.summary_examples={self.config.summary_examples}"
             )
         return tuple(np.asarray(view) for view in batch)
+
+
+def _num_classes(builder, dataset):
+    """The number of classes of a tfds builder's (or a folder's) "label" feature."""
+    classes = getattr(dict(builder.info.features).get("label"), "num_classes", None)
+    if not classes:
+        raise ValueError(
+            f"The online probe needs class labels, and {dataset!r} has no \"label\" feature of "
+            "classes: set --config.online_eval.probe=False. Received: "
+            f"config.dataset={dataset!r}, config.online_eval.probe=True"
+        )
+    return int(classes)
 
 
 def _host_tensor(array):

@@ -6,7 +6,7 @@ What the binaries (`trainers/pretrain.py`, `trainers/demo.py`) call, in the orde
     pretraining.validate(config, replicas)
     save_config(config, workdir)
     data = Data(config, strategy, data_dir, manual_dir, workdir)   raises UndecodableImagesError
-    model = make_model(config, data.channels); compile_model(model, config)   (strategy's scope)
+    model = make_model(config, data.channels, data.num_classes); compile_model(model, config)
     start_step = restore_checkpoint(model, config, workdir)
     fit(model, config, workdir, data, start_step)     raises TrainingDiverged
     export(model, config, workdir, data)
@@ -31,6 +31,7 @@ from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
 from keras_vicreg.training import multihost
+from keras_vicreg.training import online_eval
 from keras_vicreg.training import summaries
 from keras_vicreg.training.optimizers import AdamW
 from keras_vicreg.training.optimizers import LARS
@@ -53,8 +54,11 @@ class TrainingDiverged(vicreg_callbacks.NonFiniteTrainingError):
         self.checkpoint = checkpoint
 
 
-def make_model(config, channels):
+def make_model(config, channels, num_classes=None):
     """The VICReg model of `config.model`, on images of `config.image_size` and `channels`.
+
+    With `config.online_eval.probe`, an `OnlineProbe` of `num_classes` classes trains beside it
+    (`online_eval.make_probe`); build it in the strategy's scope as the rest.
 
     Build it inside the strategy's scope: with `config.model.sync_batch_norm` every
     BatchNormalization is synchronised when that strategy has several replicas or processes.
@@ -96,6 +100,7 @@ def make_model(config, channels):
         covariance=options.covariance,
         # None: synchronised under a strategy of several replicas or processes (models.batch_norm)
         sync_batch_norm=None if options.sync_batch_norm else False,
+        online_probe=online_eval.make_probe(config, num_classes),
         **model_options.model_kwargs(options, config.total_steps),
     )
 
@@ -156,15 +161,19 @@ def make_callbacks(config, workdir, data, start_step, stop_signal=None, watchdog
     `stop_signal` (a `preemption.PreemptionSignal`) makes the checkpoint callback save the step
     and raise `preemption.Preempted` once a SIGTERM or SIGINT has arrived. In a job of several
     processes only process 0 prints progress and writes summaries and checkpoints, and
-    `watchdog` (a `watchdog.StallWatchdog`) counts the steps.
+    `watchdog` (a `watchdog.StallWatchdog`) counts the steps. With the online probe, the held-out
+    evaluation (`online_eval.make_callback`) comes before the printer and the summaries, which
+    then show its `knn_top1` and `probe_top1`.
     """
     view = data.augmentation.view_a
     write = multihost.is_writer()
     printer = summaries.ProgressPrinter(
         config.log_every_steps, config.total_steps, config.steps_per_epoch, start_step
     )
+    evaluation = online_eval.make_callback(config, workdir, data, start_step)
     return [
         *([watchdog] if watchdog is not None else []),
+        *([evaluation] if evaluation is not None else []),
         vicreg_callbacks.LearningRateLogger(),
         vicreg_callbacks.NaNGuard(check_weights=config.nan_check_weights),
         vicreg_callbacks.CollapseMonitor(

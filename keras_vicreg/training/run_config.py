@@ -21,12 +21,15 @@ from keras_vicreg.training import checkpointing
 
 CONFIG_FILE = "config.json"
 # Keys that may differ on resume: logging, summaries, checkpoint cadence, compilation and threads,
-# the divergence, collapse and bad-image checks, and what the export reads at test time.
+# the divergence, collapse and bad-image checks, what the export reads at test time, and the
+# held-out evaluation (not the probe: its weights are in the checkpoints).
 CHANGEABLE = frozenset({
     "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "summary_every_steps",
     "summary_examples", "summary_image_pairs", "jit_compile", "tf_intra_op_threads",
     "collapse_threshold", "collapse_patience_steps", "nan_check_weights", "eval_image_size",
-    "eval_crop_fraction", "max_undecodable_fraction",
+    "eval_crop_fraction", "max_undecodable_fraction", "online_eval.every_steps",
+    "online_eval.held_out_examples", "online_eval.bank_examples", "online_eval.knn_k",
+    "online_eval.knn_temperature",
 })
 
 
