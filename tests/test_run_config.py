@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from keras_vicreg.config import pretraining
 from keras_vicreg.training import run_config
 from tests.test_pretrain_config import load_config
 
@@ -74,3 +75,36 @@ def test_a_key_new_since_the_saved_config_counts_as_unchanged_at_its_default(tmp
     changed.max_image_pixels = 1000
     with pytest.raises(run_config.ConfigChangedError, match="max_image_pixels: '<absent>'"):
         run_config.save_config(changed, str(tmp_path))
+
+
+def _without_online_eval(workdir):
+    """Rewrites workdir's config.json as the version before the online probe wrote it."""
+    older = saved(workdir)
+    del older["online_eval"]
+    (workdir / "config.json").write_text(json.dumps(older))
+
+
+def test_a_run_from_before_the_online_probe_resumes_without_it(tmp_path, capsys):
+    labelled = load_config("fashion_mnist_demo", "runlocal")  # "auto": the probe is on
+    pretraining.validate(labelled)
+    assert labelled.online_eval.probe is True
+    run_config.save_config(labelled, str(tmp_path))
+    _without_online_eval(tmp_path)
+    # Without the adjustment the resolved probe (True) is a change from what that run had.
+    with pytest.raises(run_config.ConfigChangedError, match="online_eval.probe: '<absent>'"):
+        run_config.save_config(labelled, str(tmp_path))
+    run_config.keep_what_the_checkpoints_hold(labelled, str(tmp_path))
+    assert labelled.online_eval.probe is False
+    assert "predates the online probe" in capsys.readouterr().out
+    run_config.save_config(labelled, str(tmp_path))  # accepted, and written with the probe off
+    assert saved(tmp_path)["online_eval"]["probe"] is False
+
+
+def test_a_run_that_had_the_probe_keeps_it_and_a_new_run_is_left_alone(tmp_path):
+    labelled = load_config("fashion_mnist_demo", "runlocal")
+    pretraining.validate(labelled)
+    run_config.keep_what_the_checkpoints_hold(labelled, str(tmp_path))  # no config.json yet
+    assert labelled.online_eval.probe is True
+    run_config.save_config(labelled, str(tmp_path))
+    run_config.keep_what_the_checkpoints_hold(labelled, str(tmp_path))
+    assert labelled.online_eval.probe is True

@@ -73,6 +73,7 @@ def main(argv):
     recipe.set_threads(config)
     try:
         pretraining.validate(config)
+        recipe.keep_what_the_checkpoints_hold(config, workdir)
         comparison.check_evaluation(evaluation)
         if keras.backend.backend() == "torch":
             raise ValueError("The demo exports and scores a SavedModel, which Keras writes from "

@@ -73,6 +73,7 @@ def main(argv):
     try:
         strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
         pretraining.validate(config, distribute.num_replicas(strategy))
+        recipe.keep_what_the_checkpoints_hold(config, workdir)
         with job.running(workdir, config.peer_timeout_s) as running_job:
             multihost.on_writer(recipe.save_config, config, workdir,
                                 allow_change=_ALLOW_CONFIG_CHANGE.value)

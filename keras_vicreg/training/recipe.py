@@ -38,6 +38,7 @@ from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
 from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
 from keras_vicreg.training.run_config import save_config  # noqa: F401
+from keras_vicreg.training.run_config import keep_what_the_checkpoints_hold  # noqa: F401
 from keras_vicreg.training.schedules import WarmupCosine
 
 

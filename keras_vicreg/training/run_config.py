@@ -18,6 +18,7 @@ from tensorflow.io import gfile
 
 from keras_vicreg.config import pretraining
 from keras_vicreg.training import checkpointing
+from keras_vicreg.training import multihost
 
 CONFIG_FILE = "config.json"
 # Keys that may differ on resume: logging, summaries, checkpoint cadence, compilation and threads,
@@ -31,6 +32,11 @@ CHANGEABLE = frozenset({
     "online_eval.held_out_examples", "online_eval.bank_examples", "online_eval.knn_k",
     "online_eval.knn_temperature",
 })
+
+
+# What a run whose config.json lacks a key (written by an older version) behaved as, where that is
+# not the schema's default: before the online probe, no run had one ("auto" now resolves to a bool).
+ABSENT_MEANS = {"online_eval.probe": False}
 
 
 class ConfigChangedError(ValueError):
@@ -50,16 +56,37 @@ def changed_keys(saved, resolved):
     """[(key, saved value, new value)] of the keys that differ and are not `CHANGEABLE`.
 
     A key that the saved config lacks (it was written by an older version) counts as unchanged
-    when its new value is the schema's default, which the older version behaved as.
+    when its new value is what the older version behaved as: `ABSENT_MEANS`, else the schema's
+    default.
     """
     before, after = _flat(saved), _flat(resolved)
     defaults = _flat(json.loads(pretraining.default_config().to_json_best_effort()))
+    defaults.update(ABSENT_MEANS)
     return [
         (key, before.get(key, "<absent>"), after.get(key, "<absent>"))
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key) and key not in CHANGEABLE
         and not (key not in before and key in defaults and after.get(key) == defaults[key])
     ]
+
+
+def keep_what_the_checkpoints_hold(config, workdir):
+    """Turns the online probe off for a run resumed from a config.json that predates it.
+
+    Such a run's checkpoints hold no probe variables, so they would not load into a model with a
+    probe; the resumed run goes on without one, as it started, and says so. Every process calls
+    this before process 0 rewrites config.json (`save_config`); they all read it, then wait for
+    each other, so that none reads the rewrite.
+    """
+    saved = load_saved(workdir)
+    multihost.barrier()
+    if saved is None or "online_eval" in saved or not config.online_eval.probe:
+        return config
+    config.online_eval.probe = False
+    print(f"Resuming a run in {workdir} whose config.json predates the online probe: its "
+          "checkpoints hold none, so this run goes on without it "
+          "(config.online_eval.probe=False).", flush=True)
+    return config
 
 
 def load_saved(workdir):
