@@ -36,8 +36,11 @@ def test_in_memory_split_holds_the_decoded_files_and_resumes_mid_epoch(fashion_m
                       batch_size=-1)["image"]
     np.testing.assert_array_equal(data._source(), files)
 
+    assert data.probe  # Fashion-MNIST has labels: they ride beside the views for the probe
+
     def batches(epoch, skip=0):
-        return [[np.asarray(view) for view in pair] for pair in data.epoch(epoch, skip)]
+        return [[np.asarray(part) for part in (*views, labels)]
+                for views, labels in data.epoch(epoch, skip)]
 
     epoch = batches(1)
     assert len(epoch) == 96 // config.batch_size and epoch[0][0].shape == (16, 28, 28, 1)
