@@ -11,6 +11,7 @@ from keras_vicreg.evaluation.linear import linear_classifier  # noqa: F401
 from keras_vicreg.evaluation.linear import linear_evaluation  # noqa: F401
 from keras_vicreg.evaluation.linear import linear_evaluation_on_features  # noqa: F401
 from keras_vicreg.evaluation.linear import mean_average_precision  # noqa: F401
+from keras_vicreg.evaluation.retrieval import caption_retrieval_recall  # noqa: F401
 from keras_vicreg.evaluation.retrieval import retrieval_recall  # noqa: F401
 from keras_vicreg.evaluation.sgd import GroupSGD  # noqa: F401
 from keras_vicreg.evaluation.svm import average_precision  # noqa: F401

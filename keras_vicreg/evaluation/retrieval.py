@@ -1,9 +1,14 @@
-"""Cross-modal retrieval: recall@K in both directions for paired embeddings.
+"""Cross-modal retrieval: recall@K in both directions, by cosine similarity.
 
-As the VICReg paper reports it for image-text retrieval on MS-COCO (Section "Multi-modal
-pretraining"): row i of `emb_a` and row i of `emb_b` are the two sides of one item; each row of one
-side queries all the rows of the other side by cosine similarity, and recall@K is the fraction of
-queries whose own pair is among the K most similar.
+`retrieval_recall`: row i of `emb_a` and row i of `emb_b` are the two sides of one item; each row
+of one side queries all the rows of the other side, and recall@K is the fraction of queries whose
+own pair is among the K most similar.
+
+`caption_retrieval_recall`: MS-COCO's protocol (the VICReg paper's image-text retrieval, after
+VSE++), where each image has several captions (five in COCO). An image query is a hit when any of
+its captions is among the K nearest captions; a caption query when its image is among the K nearest
+images. "1k" averages the recalls over the 5 folds of 1,000 test images (each with its captions);
+"5k" scores all 5,000 at once.
 """
 
 import keras
@@ -76,3 +81,81 @@ def retrieval_recall(emb_a, emb_b, ks=(1, 5, 10)):
         "a_to_b": _recall_one_way(unit_a, unit_b, ks),
         "b_to_a": _recall_one_way(unit_b, unit_a, ks),
     }
+
+
+def _first_hit_ranks(similarity, relevant):
+    """Per query row: the rank (from 0) of its best-scoring relevant key; ties count against it."""
+    best = np.max(np.where(relevant, similarity, -np.inf), axis=1)
+    return np.sum(similarity > best[:, None], axis=1) + np.sum(
+        (similarity == best[:, None]) & ~relevant, axis=1)
+
+
+def _many_to_one_recall(images, captions, owner, ks):
+    """(image->caption, caption->image) recall@K of one set of images and their captions."""
+    relevant = owner[None, :] == np.arange(images.shape[0])[:, None]  # (images, captions)
+    similarity = images @ captions.T
+    image_ranks = _first_hit_ranks(similarity, relevant)
+    caption_ranks = _first_hit_ranks(similarity.T, relevant.T)
+    return ({k: float(np.mean(image_ranks < k)) for k in ks},
+            {k: float(np.mean(caption_ranks < k)) for k in ks})
+
+
+def caption_retrieval_recall(image_embeddings, caption_embeddings, caption_image, ks=(1, 5, 10),
+                             protocol="5k", fold_images=1000):
+    """Recall@K of images and their several captions in both directions (MS-COCO's protocol).
+
+    Args:
+        image_embeddings: (num_images, d), NumPy or any backend's tensor.
+        caption_embeddings: (num_captions, d).
+        caption_image: (num_captions,) ints: the row of `image_embeddings` each caption describes;
+            every image needs at least one caption.
+        ks: the K of each recall@K.
+        protocol: "5k", every image and caption at once, or "1k", the mean over consecutive folds
+            of `fold_images` images, each fold's captions retrieved among themselves.
+        fold_images: the images of a "1k" fold (1,000 in COCO's 5,000-image test split); the
+            number of images must be a multiple of it.
+
+    Returns:
+        `{"image_to_text": {k: recall}, "text_to_image": {k: recall}}`, recalls in [0, 1]. A key
+        that ties with the best relevant one counts as ranked above it, as in `retrieval_recall`.
+    """
+    images = _as_unit_rows(image_embeddings, "image_embeddings")
+    captions = _as_unit_rows(caption_embeddings, "caption_embeddings")
+    owner = np.asarray(caption_image)
+    if owner.shape != (captions.shape[0],) or not np.issubdtype(owner.dtype, np.integer):
+        raise ValueError(
+            "`caption_image` must hold one integer image row per caption. Received: shape "
+            f"{owner.shape} and dtype {owner.dtype} for {captions.shape[0]} captions")
+    if images.shape[1] != captions.shape[1]:
+        raise ValueError(
+            "Images and captions must share one embedding space. Received: image_embeddings "
+            f"width {images.shape[1]}, caption_embeddings width {captions.shape[1]}")
+    uncaptioned = np.setdiff1d(np.arange(images.shape[0]), owner)
+    if owner.size and (owner.min() < 0 or owner.max() >= images.shape[0]) or uncaptioned.size:
+        raise ValueError(
+            "Every caption must name an image row in [0, num_images) and every image needs a "
+            f"caption. Received: caption_image in [{owner.min() if owner.size else None}, "
+            f"{owner.max() if owner.size else None}] for {images.shape[0]} images; images without "
+            f"a caption: {uncaptioned[:10].tolist()}")
+    ks = tuple(int(k) for k in ks)
+    if protocol == "5k":
+        folds = [np.arange(images.shape[0])]
+    elif protocol == "1k":
+        if fold_images < 1 or images.shape[0] % fold_images:
+            raise ValueError(
+                f"protocol='1k' needs a number of images that is a multiple of fold_images="
+                f"{fold_images}. Received: {images.shape[0]} images")
+        folds = np.split(np.arange(images.shape[0]), images.shape[0] // fold_images)
+    else:
+        raise ValueError(f"`protocol` must be '1k' or '5k'. Received: protocol={protocol!r}")
+    totals = {"image_to_text": dict.fromkeys(ks, 0.0), "text_to_image": dict.fromkeys(ks, 0.0)}
+    for fold in folds:
+        in_fold = np.isin(owner, fold)
+        remap = np.full(images.shape[0], -1)
+        remap[fold] = np.arange(fold.size)
+        to_text, to_image = _many_to_one_recall(images[fold], captions[in_fold],
+                                                remap[owner[in_fold]], ks)
+        for k in ks:
+            totals["image_to_text"][k] += to_text[k] / len(folds)
+            totals["text_to_image"][k] += to_image[k] / len(folds)
+    return totals
