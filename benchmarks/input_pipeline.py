@@ -1,18 +1,32 @@
-"""Two-view images per second: keras_vicreg's tf.data pipeline against a per-image PIL pipeline.
+"""Two-view images per second: keras_vicreg's tf.data pipeline against the released VICReg pipeline.
 
-    python benchmarks/input_pipeline.py [--pairs 2000] [--batch-size 64] [--rounds 2]
+    bash benchmarks/released_pipeline_setup.sh          # once: .venv-released (torchvision)
+    python benchmarks/input_pipeline.py [--images 2048] [--photos 512] [--batch-size 32]
+        [--workers 2] [--rounds 2] [--stage-sample 128] [--antialias]
     python benchmarks/input_pipeline.py --in-memory grayscale [--batch-size 256] [--batches 40]
 
-Both pipelines make VICReg's two ImageNet views (the `imagenet` preset: random resized crop to 224,
-bicubic, flip, colour jitter in random order, grayscale, blur, solarization, normalisation) from the
-same folder of JPEG photographs at ImageNet sizes, written from scikit-image's sample photographs
-(`skimage.data`) at several sizes and aspect ratios. The PIL pipeline is the straightforward one:
-each image opened with PIL and decoded whole, both views made with PIL and numpy as torchvision's
-transforms do, in a `multiprocessing.Pool` of `os.cpu_count()` worker processes, batches stacked in
-the main process. The tf.data pipeline uses the same number of cores in one process.
-Prints a markdown table; the rounds alternate between the pipelines and the best round counts. The
-CPU time per pair (all threads, or all worker processes) is shown too: on a machine shared with
-other work it is steadier than the rates.
+Both pipelines make VICReg's two asymmetric ImageNet views (random resized crop to 224, bicubic,
+flip, colour jitter, grayscale, blur, solarization, normalisation) in batches from the same folder
+of JPEG photographs at ImageNet sizes (`--photos` of them, long side 300 to 500 pixels, cut at
+random from scikit-image's sample photographs, `skimage.data`, in one class subfolder per photo).
+
+- keras_vicreg: `keras_vicreg.data.two_view_dataset(folder, batch, augmentation="imagenet")`, its
+  tf.data thread pool limited to `--workers` threads.
+- released: the released code's own pipeline as it runs, torchvision's `ImageFolder` + the released
+  `TrainTransform` + a `DataLoader` with `--workers` worker processes, run by
+  `benchmarks/released_pipeline.py` in `.venv-released` (torchvision is no dependency of this
+  package), launched here as a subprocess; its figures come back as JSON on stdout.
+
+The rounds alternate between the two. Per round: two-view images per second after a warm-up batch,
+and CPU milliseconds per image (the process's threads and, for the released pipeline, its worker
+processes): on a machine shared with other work the CPU time is steadier than the rates. Once per
+pipeline, on `--stage-sample` images with `--workers` workers or threads, the CPU time per image of
+each stage: read+decode, crop+resize, photometric (flip to normalisation), batching. For
+keras_vicreg, JPEGs are decoded with their crop window only (`tf.image.decode_and_crop_jpeg`), so
+the crop is inside read+decode and crop+resize is the resize alone; the stages are timed
+cumulatively (read+decode alone, then with crop+resize fused into the same map, and so on, each
+stage the difference), and the header checks of the pixel budget are left out. Timed as separate
+maps over cached intermediate tensors, the stages summed to about 3x the whole pipeline's CPU time.
 
 `--in-memory PRESET` times `two_view_dataset` alone on uint8 images held in memory:
 Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels (from tfds if prepared, else
@@ -24,18 +38,15 @@ random), random 32x32x3 images for "small", random 256x320x3 for "imagenet" at 2
 
 import argparse
 import dataclasses
-import math
-import multiprocessing
+import json
 import os
-import random
+import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 from PIL import Image
-from PIL import ImageEnhance
-from PIL import ImageFilter
-from PIL import ImageOps
 
 _PHOTOS = (
     "astronaut",
@@ -46,136 +57,150 @@ _PHOTOS = (
     "retina",
     "immunohistochemistry",
 )
-_ASPECTS = (4 / 3, 3 / 4, 3 / 2, 1.0)
-_LONG_SIDES = (500, 400, 333)
+_ASPECTS = (4 / 3, 3 / 4, 3 / 2, 2 / 3, 1.0)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASED_PYTHON = os.path.join(_ROOT, ".venv-released", "bin", "python")
+RELEASED_SCRIPT = os.path.join(_ROOT, "benchmarks", "released_pipeline.py")
 
 
-def make_photo_folder(root):
-    """Writes the sample photographs as JPEGs (quality 90) in `root/<photo>/`; returns the paths."""
+def make_photo_folder(root, count=512, seed=0):
+    """Writes `count` JPEGs (quality 90) in `root/<photo>/`, long side 300-500; returns the paths.
+
+    Each is a random region (half to all of the largest one of a random aspect ratio) of one of
+    scikit-image's sample photographs, resized with Lanczos to a random long side.
+    """
     from skimage import data
 
+    rng = np.random.default_rng(seed)
+    photos = {name: getattr(data, name)() for name in _PHOTOS}
     paths = []
-    for name in _PHOTOS:
-        photo = getattr(data, name)()
-        os.makedirs(os.path.join(root, name), exist_ok=True)
+    for index in range(count):
+        name = _PHOTOS[index % len(_PHOTOS)]
+        photo = photos[name]
         height, width = photo.shape[:2]
-        for aspect in _ASPECTS:
-            crop_w = min(width, round(height * aspect))
-            crop_h = min(height, round(crop_w / aspect))
-            image = Image.fromarray(photo[:crop_h, :crop_w])
-            for long_side in _LONG_SIDES:
-                scale = long_side / max(crop_w, crop_h)
-                size = (round(crop_w * scale), round(crop_h * scale))
-                path = os.path.join(root, name, f"{aspect:.2f}_{long_side}.jpg")
-                image.resize(size, Image.LANCZOS).save(path, quality=90)
-                paths.append(path)
+        aspect = _ASPECTS[rng.integers(len(_ASPECTS))]
+        crop_w = min(width, round(height * aspect))
+        crop_h = min(height, round(crop_w / aspect))
+        fraction = rng.uniform(0.5, 1.0)
+        crop_w, crop_h = max(1, round(crop_w * fraction)), max(1, round(crop_h * fraction))
+        top = rng.integers(0, height - crop_h + 1)
+        left = rng.integers(0, width - crop_w + 1)
+        scale = rng.integers(300, 501) / max(crop_w, crop_h)
+        size = (round(crop_w * scale), round(crop_h * scale))
+        image = Image.fromarray(photo[top : top + crop_h, left : left + crop_w])
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        path = os.path.join(root, name, f"{index:04d}.jpg")
+        image.resize(size, Image.LANCZOS).save(path, quality=90)
+        paths.append(path)
     return paths
 
 
-def _crop_params(rng, height, width, scale, ratio):
-    """torchvision's RandomResizedCrop.get_params."""
-    area = height * width
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    in_ratio = width / height
-    w, h = width, height
-    if in_ratio < ratio[0]:
-        h = round(w / ratio[0])
-    elif in_ratio > ratio[1]:
-        w = round(h * ratio[1])
-    return (height - h) // 2, (width - w) // 2, h, w
+def _thread_options(workers):
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = workers
+    return options
 
 
-def _adjust_hue(image, delta):
-    """torchvision's adjust_hue for PIL images: shift the H channel of HSV."""
-    hue, saturation, value = image.convert("HSV").split()
-    shifted = (np.asarray(hue, np.uint8) + np.uint8(round(delta * 255) % 256)).astype(np.uint8)
-    return Image.merge("HSV", (Image.fromarray(shifted, "L"), saturation, value)).convert("RGB")
-
-
-def pil_view(image, rng, view):
-    """One view with PIL and numpy, as torchvision's transforms on a PIL image."""
-    top, left, h, w = _crop_params(rng, image.height, image.width, view.crop_scale, view.crop_ratio)
-    size = (view.image_size, view.image_size)
-    image = image.resize(size, Image.BICUBIC, box=(left, top, left + w, top + h))
-    if rng.random() < view.flip_prob:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    if rng.random() < view.jitter_prob:
-        strengths = (view.brightness, view.contrast, view.saturation)
-        factors = [rng.uniform(max(0.0, 1 - s), 1 + s) for s in strengths]
-        factors.append(rng.uniform(-view.hue, view.hue))
-        enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
-        for index in rng.sample(range(4), 4):
-            if index < 3:
-                image = enhancers[index](image).enhance(factors[index])
-            else:
-                image = _adjust_hue(image, factors[3])
-    if rng.random() < view.grayscale_prob:
-        image = image.convert("L").convert("RGB")
-    if rng.random() < view.blur_prob:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*view.blur_sigma)))
-    if rng.random() < view.solarize_prob:
-        image = ImageOps.solarize(image, 128)
-    array = np.asarray(image, np.float32) / 255.0
-    return (array - np.float32(view.mean)) / np.float32(view.std)
-
-
-def _pil_pair(task):
-    path, seed = task
-    from keras_vicreg.data import transforms
-
-    preset = transforms.get_augmentation("imagenet")
-    rng = random.Random(seed)
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    return pil_view(image, rng, preset.view_a), pil_view(image, rng, preset.view_b)
-
-
-def bench_pil(paths, pairs, batch_size, workers):
-    """(pairs per second, CPU ms per pair) of the PIL pipeline, batches stacked in this process.
-
-    The CPU time counts the workers' (reaped at the end) and this process's over every pair made,
-    the warm-up batch included.
-    """
-    tasks = [(paths[i % len(paths)], i) for i in range(pairs + batch_size)]
-    cpu_start = os.times()
-    pool = multiprocessing.Pool(workers)
-    results = pool.imap(_pil_pair, tasks, chunksize=4)
-    done, start = 0, None
-    while done < pairs:
-        batch = [next(results) for _ in range(batch_size)]
-        np.stack([a for a, _ in batch]), np.stack([b for _, b in batch])
-        done += batch_size
-        if start is None:  # the first batch is warm-up
-            start, done = time.perf_counter(), 0
-    rate = done / (time.perf_counter() - start)
-    pool.close()
-    pool.join()
-    cpu = sum(os.times()[:4]) - sum(cpu_start[:4])
-    return rate, 1000 * cpu / len(tasks)
-
-
-def bench_tf(folder, pairs, batch_size, antialias):
-    """(pairs per second, CPU ms per pair) of keras_vicreg.data.two_view_dataset on the folder."""
-    from keras_vicreg.data import transforms
+def bench_tf(folder, images, batch_size, workers, antialias=False):
+    """(two-view images per second, CPU ms per image) of `two_view_dataset` on the folder."""
     from keras_vicreg import data
+    from keras_vicreg.data import transforms
 
     preset = transforms.get_augmentation("imagenet")
     views = [dataclasses.replace(v, antialias=antialias) for v in (preset.view_a, preset.view_b)]
     augmentation = dataclasses.replace(preset, view_a=views[0], view_b=views[1])
     dataset = data.two_view_dataset(folder, batch_size, augmentation=augmentation, seed=0)
-    iterator = iter(dataset.repeat())
+    iterator = iter(dataset.repeat().with_options(_thread_options(workers)))
     next(iterator)  # warm-up: tracing, thread pools, autotuning
     start, cpu_start, done = time.perf_counter(), time.process_time(), 0
-    while done < pairs:
+    while done < images:
         view_a, _ = next(iterator)
         done += int(view_a.shape[0])
     rate = done / (time.perf_counter() - start)
     return rate, 1000 * (time.process_time() - cpu_start) / done
+
+
+def _pass_cpu(dataset, workers):
+    """CPU ms of the second pass over a dataset (the first warms up graph optimisation, threads)."""
+    dataset = dataset.with_options(_thread_options(workers))
+    for _ in dataset:
+        pass
+    start = time.process_time()
+    for _ in dataset:
+        pass
+    return 1000 * (time.process_time() - start)
+
+
+def tf_stage_times(paths, sample, batch_size, workers):
+    """Per stage, CPU ms per image of keras_vicreg's per-image route for 224-pixel views."""
+    import tensorflow as tf
+
+    from keras_vicreg.data import decode
+    from keras_vicreg.data import transforms
+
+    augmentation = transforms.get_augmentation("imagenet")
+    views = (augmentation.view_a, augmentation.view_b)
+    paths = sorted(paths)[:sample]
+
+    def read_decode(path, index):
+        seed = tf.stack([tf.constant(0, tf.int64), tf.cast(index, tf.int64)])
+        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
+        crops = decode.decode_view_crops(tf.io.read_file(path), crop_seeds, views)
+        return tuple(crops), tuple(params_seeds)
+
+    def crop_resize(crops, params_seeds):
+        return tuple(transforms.resize_crop(c, v) for c, v in zip(crops, views)), params_seeds
+
+    def photometric(images, params_seeds):
+        out = []
+        for image, seed, view in zip(images, params_seeds, views):
+            params = tf.nest.map_structure(
+                lambda value: value[None], transforms.sample_view_params(seed, view)
+            )
+            out.append(transforms.apply_view_params_batch(image[None], params, view)[0])
+        return tuple(out)
+
+    source = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths), tf.range(len(paths), dtype=tf.int64))
+    )
+    # Cumulative: each stage runs fused with those before it, as in the pipeline; its cost is the
+    # difference from the one before.
+    fns = (read_decode, crop_resize, photometric)
+    totals = []
+    for depth in range(1, 4):
+
+        def fused(*element, depth=depth):
+            for fn in fns[:depth]:
+                element = fn(*element)
+            return element
+
+        mapped = source.map(fused, num_parallel_calls=tf.data.AUTOTUNE)
+        totals.append(_pass_cpu(mapped, workers))
+    totals.append(_pass_cpu(mapped.batch(batch_size, drop_remainder=True), workers))
+    names = ("read_decode", "crop_resize", "photometric", "batching")
+    stages = {name: (b - a) / len(paths) for name, a, b in zip(names, [0.0] + totals, totals)}
+    stages["sample"] = len(paths)
+    return stages
+
+
+def run_released(folder, images, batch_size, workers, stage_sample=0):
+    """The released pipeline's figures (`benchmarks/released_pipeline.py`'s JSON)."""
+    command = [
+        RELEASED_PYTHON,
+        RELEASED_SCRIPT,
+        folder,
+        f"--images={images}",
+        f"--batch-size={batch_size}",
+        f"--workers={workers}",
+        f"--stage-sample={stage_sample}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # Per preset: the images held in memory and the views' size (None: the preset's).
@@ -252,12 +277,22 @@ def main_in_memory(args):
             )
 
 
+def _stage_cells(stages):
+    names = ("read_decode", "crop_resize", "photometric", "batching")
+    return " | ".join(f"{stages[name]:.1f}" for name in names)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pairs", type=int, default=2000, help="pairs timed per round")
-    parser.add_argument("--batch-size", type=int, default=None, help="64; 256 with --in-memory")
+    parser.add_argument("--images", type=int, default=2048, help="two-view images per round")
+    parser.add_argument("--photos", type=int, default=512, help="JPEGs in the folder")
+    parser.add_argument("--batch-size", type=int, default=None, help="32; 256 with --in-memory")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--stage-sample", type=int, default=128, help="images timed per stage")
+    parser.add_argument(
+        "--antialias", action="store_true", help="also time keras_vicreg with antialias=True"
+    )
     parser.add_argument(
         "--in-memory",
         choices=("grayscale", "small", "imagenet"),
@@ -269,33 +304,57 @@ def main():
         args.batch_size = args.batch_size or 256
         main_in_memory(args)
         return
-    args.batch_size = args.batch_size or 64
+    if not os.path.exists(RELEASED_PYTHON):
+        sys.exit(
+            f"{RELEASED_PYTHON} is missing: run `bash benchmarks/released_pipeline_setup.sh` "
+            "first (it installs torch and torchvision there, apart from the package's .venv)."
+        )
+    args.batch_size = args.batch_size or 32
     with tempfile.TemporaryDirectory() as folder:
-        paths = make_photo_folder(folder)
-        sizes = sorted({Image.open(p).size for p in paths})
+        paths = make_photo_folder(folder, args.photos)
+        sizes = sorted({Image.open(p).size for p in paths}, key=lambda size: size[0] * size[1])
         print(
-            f"{len(paths)} JPEGs from {sizes[0]} to {sizes[-1]} pixels; {args.workers} cores; "
-            f"load average {os.getloadavg()[0]:.1f} before the runs"
+            f"{len(paths)} JPEGs from {sizes[0]} to {sizes[-1]} pixels; batch {args.batch_size}; "
+            f"{args.workers} workers on {os.cpu_count()} cores; load average "
+            f"{os.getloadavg()[0]:.1f} before the runs"
         )
-        rows = {
-            "keras_vicreg tf.data (default, resize not antialiased)": [],
-            "keras_vicreg tf.data, antialias=True (PIL's resize)": [],
-            f"PIL + numpy, multiprocessing.Pool({args.workers})": [],
-        }
-        names = list(rows)
-        for _ in range(args.rounds):
-            rows[names[0]].append(bench_tf(folder, args.pairs, args.batch_size, False))
-            rows[names[1]].append(bench_tf(folder, args.pairs, args.batch_size, True))
-            rows[names[2]].append(bench_pil(paths, args.pairs, args.batch_size, args.workers))
-    pil = max(rate for rate, _ in rows[names[2]])
-    print("\n| pipeline | pairs/s | views/s | vs PIL | CPU ms per pair | every round (pairs/s) |")
-    print("|---|---|---|---|---|---|")
-    for name, values in rows.items():
-        best, cpu = max(values)
-        rounds = ", ".join(f"{rate:.0f}" for rate, _ in values)
-        print(
-            f"| {name} | {best:.0f} | {2 * best:.0f} | {best / pil:.2f}x | {cpu:.1f} | {rounds} |"
-        )
+        names = [f"released: torchvision + DataLoader({args.workers} workers)"]
+        names.append("keras_vicreg tf.data (default, resize not antialiased)")
+        if args.antialias:
+            names.append("keras_vicreg tf.data, antialias=True")
+        rows, versions = [], ""
+        for round_ in range(args.rounds):
+            for name in names:
+                if name.startswith("released"):
+                    out = run_released(folder, args.images, args.batch_size, args.workers)
+                    figures = out["images_per_s"], out["cpu_ms_per_image"]
+                    versions = f"torch {out['torch']}, torchvision {out['torchvision']}"
+                else:
+                    antialias = "antialias=True" in name
+                    figures = bench_tf(
+                        folder, args.images, args.batch_size, args.workers, antialias
+                    )
+                rows.append((name, round_ + 1, *figures))
+        stages = {names[0]: run_released(folder, 0, args.batch_size, args.workers,
+                                         args.stage_sample)["stages"]}
+        stages[names[1]] = tf_stage_times(paths, args.stage_sample, args.batch_size, args.workers)
+    print(f"released pipeline on {versions}; load average {os.getloadavg()[0]:.1f} after")
+    print(
+        "\n| pipeline | round | two-view images/s | CPU ms per image | read+decode | "
+        "crop+resize | photometric | batching |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, round_, rate, cpu in rows:
+        print(f"| {name} | {round_} | {rate:.0f} | {cpu:.1f} | | | | |")
+    for name, figures in stages.items():
+        print(f"| {name} | stages, CPU ms per image ({figures['sample']} images) | | | "
+              f"{_stage_cells(figures)} |")
+    best = {name: max(r for n, _, r, _ in rows if n == name) for name in names}
+    cpu = {name: min(c for n, _, _, c in rows if n == name) for name in names}
+    print(
+        f"\nbest rounds, keras_vicreg / released: {best[names[1]] / best[names[0]]:.2f}x the "
+        f"images per second, {cpu[names[0]] / cpu[names[1]]:.2f}x fewer CPU ms per image"
+    )
 
 
 if __name__ == "__main__":
