@@ -82,17 +82,7 @@ def get_config(arg=None):
     switches, _, reg = args.row.rpartition("_")
     momentum_encoder, stop_gradient, predictor, batch_norm = _SWITCHES[switches]
     expander, predictor_spec, invariance = _METHODS[switches.partition("_")[0]]
-    config = pretraining.default_config()
-    config.seed = 0
-    config.dataset = "imagenet2012"
-    config.augmentation = None  # the dataset's preset: "imagenet", the paper's asymmetric views
-    config.image_size = 224
-    config.num_examples = 1_281_167
-    config.batch_size = 2048
-    config.epochs = 100
-
-    config.model.backbone = "resnet50"
-    config.model.stem = "imagenet"
+    config = common.paper_100_epoch_recipe(pretraining.default_config())
     config.model.expander = expander
     config.model.predictor = predictor_spec if predictor else None
     config.model.stop_gradient_b = stop_gradient
@@ -103,22 +93,8 @@ def get_config(arg=None):
     config.model.symmetric = invariance == "cosine" or predictor
     config.model.sim_coeff = 25.0
     config.model.std_coeff, config.model.cov_coeff = _REGULARISATION[reg]
-
-    config.optimizer.base_learning_rate = 0.3
-    config.optimizer.warmup_epochs = 10
-    config.optimizer.weight_decay = 1e-6
-    config.optimizer.eta = 1e-3
-    config.mixed_precision = "mixed_bfloat16"
-    config.checkpoint_every_steps = 250
-    config.summary_every_steps = 625
     common.finish_pretraining(config, args)
     if args.runlocal:
-        config.dataset = pretraining.SYNTHETIC
-        config.augmentation = "small"
-        config.image_size = 32
-        config.num_examples = 256
-        config.model.backbone = "convnet"
+        common.generated_images_for_local_run(config)
         config.model.predictor = "32-64" if predictor else None  # the runlocal expander: "64-64"
-        config.mixed_precision = "float32"
-        config.jit_compile = False  # compiling would take longer than the six steps
     return config

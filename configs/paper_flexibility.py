@@ -40,41 +40,12 @@ def get_config(arg=None):
     """The row `arg` names (default `sw_r50`), with `runlocal` (see `common`)."""
     args = common.parse_arg(arg, row=tuple(_ROWS))
     branch_b, backbone_b, local_backbone_b = _ROWS[args.row]
-    config = pretraining.default_config()
-    config.seed = 0
-    config.dataset = "imagenet2012"
-    config.augmentation = None  # the dataset's preset: "imagenet", the paper's asymmetric views
-    config.image_size = 224
-    config.num_examples = 1_281_167
-    config.batch_size = 2048
-    config.epochs = 100
-
-    config.model.backbone = "resnet50"
-    config.model.stem = "imagenet"
+    config = common.paper_100_epoch_recipe(pretraining.default_config())
     config.model.expander = "8192-8192-8192"
     config.model.branch_b = branch_b
     config.model.backbone_b = backbone_b
-
-    config.optimizer.base_learning_rate = 0.3
-    config.optimizer.warmup_epochs = 10
-    config.optimizer.weight_decay = 1e-6
-    config.optimizer.eta = 1e-3
-    config.mixed_precision = "mixed_bfloat16"
-    config.checkpoint_every_steps = 250
-    config.summary_every_steps = 625
     common.finish_pretraining(config, args)
     if args.runlocal:
-        _generated_data(config)
-        config.model.backbone = "convnet"
+        common.generated_images_for_local_run(config)
         config.model.backbone_b = local_backbone_b
     return config
-
-
-def _generated_data(config):
-    """runlocal: generated images instead of ImageNet, small enough for seconds of training."""
-    config.dataset = pretraining.SYNTHETIC
-    config.augmentation = "small"
-    config.image_size = 32
-    config.num_examples = 256
-    config.mixed_precision = "float32"
-    config.jit_compile = False  # compiling would take longer than the six steps

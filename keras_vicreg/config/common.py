@@ -162,6 +162,46 @@ def shrink_for_local_run(config):
     return config
 
 
+def paper_100_epoch_recipe(config):
+    """The 100-epoch ImageNet recipe every row of the paper's flexibility and ablation tables
+    shares (configs/imagenet_resnet50.py's `100ep`): ResNet-50, batch 2048, LARS at base learning
+    rate 0.3 with 10 warmup epochs, bfloat16. A row sets its own switches on top.
+
+    Returns:
+        `config` (from `pretraining.default_config()`), changed in place.
+    """
+    config.seed = 0
+    config.dataset = "imagenet2012"
+    config.augmentation = None  # the dataset's preset: "imagenet", the paper's asymmetric views
+    config.image_size = 224
+    config.num_examples = 1_281_167
+    config.batch_size = 2048
+    config.epochs = 100
+    config.model.backbone = "resnet50"
+    config.model.stem = "imagenet"
+    config.optimizer.base_learning_rate = 0.3
+    config.optimizer.warmup_epochs = 10
+    config.optimizer.weight_decay = 1e-6
+    config.optimizer.eta = 1e-3
+    config.mixed_precision = "mixed_bfloat16"
+    config.checkpoint_every_steps = 250
+    config.summary_every_steps = 625
+    return config
+
+
+def generated_images_for_local_run(config):
+    """`runlocal` of the paper's rows: generated 32-pixel images instead of ImageNet, the two-layer
+    convnet for the ResNet-50, float32 and no compilation, so that six steps take seconds."""
+    config.dataset = "synthetic"
+    config.augmentation = "small"
+    config.image_size = 32
+    config.num_examples = 256
+    config.model.backbone = "convnet"
+    config.mixed_precision = "float32"
+    config.jit_compile = False  # compiling would take longer than the six steps
+    return config
+
+
 def finish_pretraining(config, args):
     """The end of every pretraining config: the derived numbers, then `runlocal` if asked.
 
