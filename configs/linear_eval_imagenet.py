@@ -16,6 +16,8 @@ at most one of them (`:imagenet2012`, the default, names ImageNet itself). Argum
 commas; `:runlocal` shrinks everything for a smoke run on a folder:
 `--config=configs/linear_eval_imagenet.py:runlocal --config.dataset=/path/to/folder`.
 
+`:places365_small` and `:i_naturalist2018` are NOT VISSL's recipes behind the paper's Places205 and
+iNat18 numbers: `configs/linear_eval_places205.py` and `configs/linear_eval_inaturalist18.py` are.
 `:voc2007` is NOT comparable with the paper's VOC07 number (86.6): it trains a sigmoid linear head
 by SGD and scores a non-interpolated mAP, where the paper follows VISSL's per-class linear SVMs with
 cross-validated costs; `configs/voc07_svm.py` (`trainers/svm_eval.py`) runs that protocol.

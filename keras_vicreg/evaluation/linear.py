@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_vicreg.evaluation.sgd import GroupSGD
+from keras_vicreg.evaluation.sgd import multistep_schedule
 
 
 @keras.saving.register_keras_serializable(package="keras_vicreg")
@@ -24,32 +25,36 @@ class FrozenBackbone(keras.layers.Layer):
     """A backbone without trainable weights, always called in inference mode.
 
     Whatever the outer `training` flag (`fit` sets it), BatchNorm normalises with its moving
-    statistics and leaves them unchanged; a feature map is average-pooled.
+    statistics and leaves them unchanged; a feature map is average-pooled unless `global_pool`
+    is False (VISSL's head pools it its own way: `keras_vicreg.evaluation.vissl_linear`).
 
     Args:
         backbone: a Keras model or layer from images to features (batch, d) or (batch, h, w, d).
+        global_pool: average a feature map over its height and width. Defaults to True.
         **kwargs: passed to `keras.layers.Layer`.
     """
 
-    def __init__(self, backbone, **kwargs):
+    def __init__(self, backbone, global_pool=True, **kwargs):
         super().__init__(**kwargs)
         backbone.trainable = False
         self.backbone = backbone
+        self.global_pool = global_pool
         self.trainable = False
 
     def call(self, images):
         features = self.backbone(images, training=False)
-        if len(features.shape) == 4:
+        if len(features.shape) == 4 and self.global_pool:
             features = ops.mean(features, axis=(1, 2))
         return features
 
     def compute_output_shape(self, input_shape):
         shape = self.backbone.compute_output_shape(input_shape)
-        return (shape[0], shape[-1])
+        return (shape[0], shape[-1]) if self.global_pool else tuple(shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(backbone=keras.saving.serialize_keras_object(self.backbone))
+        config.update(backbone=keras.saving.serialize_keras_object(self.backbone),
+                      global_pool=self.global_pool)
         return config
 
     @classmethod
@@ -101,6 +106,9 @@ def compile_classifier(
     multi_label=False,
     optimizer=None,
     steps_per_execution=1,
+    schedule=None,
+    nesterov=False,
+    no_weight_decay=(),
 ):
     """Compiles a classifier with PyTorch-style SGD, a per-step cosine schedule and the metrics.
 
@@ -116,12 +124,18 @@ def compile_classifier(
         steps_per_execution: training steps per compiled call (`keras.Model.compile`; 1 on
             PyTorch): a head on precomputed features takes a step in about a millisecond, less
             than Keras' overhead per call.
+        schedule: a learning-rate schedule instead of the cosine from `learning_rate`.
+        nesterov: Nesterov momentum (`GroupSGD`).
+        no_weight_decay: variables left out of the weight decay (VISSL's BatchNorm).
     """
     if total_steps < 1:
         raise ValueError(f"`total_steps` must be >= 1. Received: total_steps={total_steps}")
     if optimizer is None:
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
-        optimizer = GroupSGD(schedule, momentum=momentum, weight_decay=weight_decay)
+        schedule = schedule or keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+        optimizer = GroupSGD(schedule, momentum=momentum, weight_decay=weight_decay,
+                             nesterov=nesterov)
+        if no_weight_decay:
+            optimizer.exclude_from_weight_decay(var_list=list(no_weight_decay))
     if multi_label:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metrics = [keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True, name="pr_auc")]
@@ -221,6 +235,10 @@ def linear_evaluation(
     steps_per_epoch=None,
     callbacks=None,
     verbose=0,
+    model=None,
+    milestones=(),
+    nesterov=False,
+    no_weight_decay=(),
 ):
     """Trains a linear classifier on a frozen backbone, on augmented images, and evaluates it.
 
@@ -234,16 +252,25 @@ def linear_evaluation(
         steps_per_epoch: training steps per epoch; defaults to the dataset's cardinality.
         callbacks: Keras callbacks for `fit` (e.g. `keras.callbacks.TensorBoard`).
         verbose: `fit`'s verbosity.
+        model: the classifier to train instead of `linear_classifier(backbone, num_classes)`
+            (e.g. `vissl_linear.vissl_classifier`).
+        milestones: epochs at which the learning rate drops 10x (`multistep_schedule`) instead
+            of the cosine.
+        nesterov, no_weight_decay: see `compile_classifier`.
 
     Returns:
         (results dict from `evaluate_classifier`, the trained classifier, the `History`).
     """
     steps_per_epoch = steps_per_epoch or dataset_steps(train_data)
-    model = linear_classifier(backbone, num_classes)
+    model = model or linear_classifier(backbone, num_classes)
+    schedule = None
+    if milestones:
+        schedule = multistep_schedule(learning_rate, milestones, steps_per_epoch)
     compile_classifier(
         model, num_classes=num_classes, total_steps=epochs * steps_per_epoch,
         learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-        multi_label=multi_label,
+        multi_label=multi_label, schedule=schedule, nesterov=nesterov,
+        no_weight_decay=no_weight_decay,
     )
     history = model.fit(
         train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,

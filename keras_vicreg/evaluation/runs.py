@@ -14,6 +14,10 @@ The config keys (see `configs/linear_eval_imagenet.py`):
                             the ResNet of a PyTorch state dict (`load_torchvision_resnet`)
     batch_size, epochs, momentum, weight_decay, seed, shuffle_buffer
     learning_rate           linear: the head's; learning_rates: the sweep on precomputed features
+    head, milestones, nesterov
+                            linear: "linear" (released: global pooling, Dense) or "vissl" (VISSL's
+                            res5 pooling, BatchNorm, Dense); epochs where the rate drops 10x
+                            (empty: cosine); Nesterov momentum (`evaluation.vissl_linear`)
     precompute_features     linear: embed centre crops once, then train only the head
     backbone_learning_rate, head_learning_rate
                             fine-tuning
@@ -37,6 +41,7 @@ from keras_vicreg.models.backbones.torchvision import load_torchvision_resnet
 from keras_vicreg.models.vicreg import VICReg
 from keras_vicreg.evaluation import knn as knn_lib
 from keras_vicreg.evaluation import linear
+from keras_vicreg.evaluation import vissl_linear
 from keras_vicreg.evaluation.finetune import finetune
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
@@ -67,6 +72,9 @@ def default_config():
     config.learning_rate = 0.02
     config.precompute_features = False
     config.learning_rates = (0.02,)
+    config.head = "linear"
+    config.milestones = ()
+    config.nesterov = False
     config.backbone_learning_rate = 0.0
     config.head_learning_rate = 0.02
     config.k = 200
@@ -170,6 +178,7 @@ def run_linear_eval(config, *, backbone_path, workdir, data_dir=None):
     Returns:
         The results dict written to `<workdir>/results.json`.
     """
+    vissl_linear.check_recipe(config)
     keras.utils.set_random_seed(config.seed)
     precompute = config.precompute_features
     train, val, spec = labelled_splits(
@@ -191,9 +200,14 @@ def run_linear_eval(config, *, backbone_path, workdir, data_dir=None):
     else:
         backbone = load_backbone(backbone_path, image_size=preprocessing(config, backbone_path)[0],
                                  depth=config.backbone_depth, stem=config.backbone_stem)
+        model = None
+        if config.head == "vissl":
+            model = vissl_linear.vissl_classifier(backbone, spec.num_classes)
         results, _, _ = linear.linear_evaluation(
             backbone, train, val, learning_rate=config.learning_rate,
-            callbacks=[keras.callbacks.TensorBoard(tensorboard)], **recipe,
+            callbacks=[keras.callbacks.TensorBoard(tensorboard)], model=model,
+            milestones=tuple(config.milestones), nesterov=config.nesterov,
+            no_weight_decay=vissl_linear.batch_norm_variables(model) if model else (), **recipe,
         )
     return write_results(workdir, "linear", results, config, backbone_path, spec)
 
