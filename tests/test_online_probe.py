@@ -210,6 +210,13 @@ def test_the_callback_adds_knn_and_probe_top1_to_the_logs():
     assert logs["probe_top1"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("every_steps", [0, True, 2.0])
+def test_the_callback_refuses_an_every_steps_that_is_not_a_positive_int(every_steps):
+    bank = tf.data.Dataset.from_tensor_slices((VIEWS[0], LABELS)).batch(16)
+    with pytest.raises(ValueError, match="`every_steps` must be an int >= 1"):
+        OnlineEvaluation(bank, bank, num_classes=3, every_steps=every_steps)
+
+
 # Two replicas (a TensorFlow MirroredStrategy, JAX's DataParallel) in a subprocess with two logical
 # CPU devices, as tests/test_distribute.py does, against one device on the same global batch.
 

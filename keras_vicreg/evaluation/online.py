@@ -50,7 +50,7 @@ class OnlineEvaluation(keras.callbacks.Callback):
     def __init__(self, bank, held_out, *, num_classes, every_steps, total_steps=None,
                  initial_step=0, log_dir=None, k=200, temperature=0.07):
         super().__init__()
-        if not isinstance(every_steps, int) or every_steps < 1:
+        if isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1:
             raise ValueError(f"`every_steps` must be an int >= 1. Received: {every_steps!r}")
         self.bank = bank
         self.held_out = held_out
