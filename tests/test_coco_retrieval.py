@@ -81,9 +81,12 @@ def test_coco_split_asks_tfds_for_the_split_and_keeps_the_first_five_captions():
     with tfds.testing.mock_data(as_dataset_fn=_mock_examples(asked)):
         captioned = coco_captions.coco_split("train+restval")
         captions, owner = coco_captions.all_captions(captioned)
+        encoded, _ = coco_captions.all_captions(
+            coco_captions.coco_split("train+restval", decode_images=False))
         with pytest.raises(ValueError, match="Karpathy"):
             coco_captions.coco_split("validation")
-    assert asked == ["train+restval"]  # the bad split is refused before tfds is asked
+    assert asked == ["train+restval"] * 2  # the bad split is refused before tfds is asked
+    np.testing.assert_array_equal(encoded, captions)
     kept = [i for i, count in enumerate(CAPTION_COUNTS) if count >= 5]
     expected = [f"Image{i} caption{j}." for i in kept for j in range(5)]
     assert captions.tolist() == expected

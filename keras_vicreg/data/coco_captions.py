@@ -60,7 +60,8 @@ def _first_captions(element, captions_per_image):
             "captions": element["captions"]["text"][:captions_per_image]}
 
 
-def coco_split(split, *, captions_per_image=CAPTIONS_PER_IMAGE, data_dir=None, download=True):
+def coco_split(split, *, captions_per_image=CAPTIONS_PER_IMAGE, data_dir=None, download=True,
+               decode_images=True):
     """A split of tfds' coco_captions/2014 as {"image", "captions"} elements, in file order.
 
     Args:
@@ -70,12 +71,15 @@ def coco_split(split, *, captions_per_image=CAPTIONS_PER_IMAGE, data_dir=None, d
         data_dir: tensorflow-datasets' data directory.
         download: let tfds download and prepare COCO 2014 and Karpathy's split file (about 20 GB)
             when they are not in `data_dir`.
+        decode_images: False leaves "image" as the encoded JPEG (tfds' `SkipDecoding`): for
+            passes that read the captions only, such as adapting the tokenizer on 113,287 images.
     """
     import tensorflow_datasets as tfds
 
     check_split(split)
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
     dataset = tfds.load(DATASET, split=split, data_dir=data_dir, download=download,
-                        shuffle_files=False)
+                        shuffle_files=False, decoders=decoders)
     dataset = dataset.filter(lambda e: tf.size(e["captions"]["text"]) >= captions_per_image)
     return dataset.map(lambda e: _first_captions(e, captions_per_image),
                        num_parallel_calls=tf.data.AUTOTUNE)

@@ -5,14 +5,15 @@
 (`keras_vicreg.data.coco_captions`), the word tokenizer adapted on the training captions, the
 two branches built (the package's ResNet for images, `models.text_branch.text_encoder` for
 captions, each with its own expander: `VICReg(image, spec, backbone_b=text)`) and trained with
-Adam on pairs of an image and one of its captions drawn at random each epoch; the test images and all their captions
-are embedded (each side centred by its mean over training pairs, see `centred_embeddings`) and
-scored by `caption_retrieval_recall` in the "5k" and "1k" protocols.
+Adam on pairs of an image and one of its captions drawn at random each epoch; the test images
+and all their captions are embedded (each side centred by its mean over training pairs, see
+`centred_embeddings`) and scored by `caption_retrieval_recall` in the "5k" and "1k" protocols.
 
 Deviations from the paper (which trains within VSE++'s code): the VICReg loss replaces VSE++'s
 hinge loss with hard negatives and VSE++'s 1,024-wide linear projections become VICReg expanders;
-no ImageNet-pretrained ResNet-152 is built in (give one with `image_backbone`), and the whole image
-branch trains from the first step (VSE++ freezes the ResNet first and fine-tunes it later).
+no ImageNet-pretrained ResNet-152 is built in (give one with `image_backbone`), the whole image
+branch trains from the first step (VSE++ freezes the ResNet first and fine-tunes it later), and
+each side is centred before scoring (VSE++ scores its normalised embeddings as they are).
 """
 
 import json
@@ -31,8 +32,11 @@ from keras_vicreg.models.vicreg import VICReg
 DIRECTIONS = ("image_to_text", "text_to_image")
 
 
-def captioned_splits(config, data_dir=None):
-    """(train, test) datasets of {"image", "captions"} elements for the config's dataset."""
+def captioned_splits(config, data_dir=None, decode_images=True):
+    """(train, test) datasets of {"image", "captions"} elements for the config's dataset.
+
+    `decode_images=False` leaves COCO's images encoded, for passes over the captions only.
+    """
     if config.dataset == "canvases":
         common = dict(canvas_size=config.canvases.size, max_items=config.canvases.max_items)
         train, _ = coco_captions.canvas_split(config.canvases.train, split="train",
@@ -41,7 +45,8 @@ def captioned_splits(config, data_dir=None):
                                              seed=config.seed + 1, **common)
         return train, test
     return tuple(coco_captions.coco_split(config[key], data_dir=data_dir,
-                                          captions_per_image=config.captions_per_image)
+                                          captions_per_image=config.captions_per_image,
+                                          decode_images=decode_images)
                  for key in ("train_split", "test_split"))
 
 
@@ -160,21 +165,23 @@ def run_retrieval(config, workdir=None, data_dir=None):
     retrieval_config.validate(config)
     keras.utils.set_random_seed(config.seed)
     train, test = captioned_splits(config, data_dir)
+    train_captions, _ = captioned_splits(config, data_dir, decode_images=False)
     tokenizer = coco_captions.adapt_tokenizer(
-        coco_captions.caption_tokenizer(config.vocabulary_size, config.max_length), train)
+        coco_captions.caption_tokenizer(config.vocabulary_size, config.max_length), train_captions)
     test_set = TestSet(config, tokenizer, train, test)
     model = build_model(config, tokenizer.vocabulary_size())
     record = {"backend": keras.backend.backend(), "test_images": test_set.num_images,
               "fold_images": config.fold_images, "vocabulary_size": tokenizer.vocabulary_size(),
-              "headline": config.headline, "chance": test_set.chance()}
+              "headline": config.headline, "chance": test_set.chance(),
+              "config": json.loads(config.to_json_best_effort())}
     if config.evaluate_untrained:
         record["untrained"] = test_set.recall(model)
     pairs = coco_captions.training_pairs(
         train, tokenizer, config.batch_size, image_size=config.image_size, mean=config.mean,
         std=config.std, augment=config.augment, crop_fraction=config.crop_fraction,
         seed=config.seed, shuffle_buffer=config.shuffle_buffer)
-    history = model.fit(pairs, epochs=config.epochs, verbose=config.verbose,
-                        callbacks=[learning_rate_schedule(config)])
+    history = model.fit(pairs, epochs=config.epochs, verbose=config.verbose, shuffle=False,
+                        callbacks=[learning_rate_schedule(config)])  # pairs come shuffled
     record["loss"] = [float(value) for value in history.history.get("loss", [])]
     record.update(test_set.recall(model))
     if workdir:
