@@ -127,6 +127,8 @@ def _tiny_config():
     config.num_examples = 96  # 3 steps
     config.epochs = 1
     config.summary_examples = 16
+    # JAX without XLA compiles each op on its first call: one compiled step is about 30% faster.
+    config.jit_compile = keras.backend.backend() == "jax"
     return recipe.pretraining.validate(config)
 
 
