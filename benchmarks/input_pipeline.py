@@ -4,6 +4,7 @@
     python benchmarks/input_pipeline.py [--images 2048] [--photos 512] [--batch-size 32]
         [--workers 2] [--rounds 2] [--stage-sample 128] [--antialias]
     python benchmarks/input_pipeline.py --in-memory grayscale [--batch-size 256] [--batches 40]
+        [--photometric-device host|accelerator|both] [--routes in_memory,per_batch,per_image]
 
 Both pipelines make VICReg's two asymmetric ImageNet views (random resized crop to 224, bicubic,
 flip, colour jitter, grayscale, blur, solarization, normalisation) in batches from the same folder
@@ -33,7 +34,9 @@ Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels (from tfds i
 random), random 32x32x3 images for "small", random 256x320x3 for "imagenet" at 224; shuffle buffer
 60,000. It prints the CPU time (all threads) and wall time per batch of each route of
 `keras_vicreg.data.batching.choose_route`: the array itself (the demo's route), and a
-`tf.data.Dataset` of its images augmented per batch or wholly per image, in turn.
+`tf.data.Dataset` of its images augmented per batch or wholly per image, in turn; with
+`--photometric-device accelerator` (or `both`) the host's part without the photometric half, as
+`config.photometric_device="accelerator"` runs it (the train step's part is not timed).
 """
 
 import argparse
@@ -223,12 +226,13 @@ def in_memory_images(preset):
     return images, "random uint8 images"
 
 
-def bench_in_memory(images, preset, batch_size, batches, route):
+def bench_in_memory(images, preset, batch_size, batches, route, photometric_device="host"):
     """(CPU ms, wall ms) per batch of `two_view_dataset` on in-memory images, after 5 warm-up.
 
     `route` is one of `keras_vicreg.data.batching.ROUTES`: "in_memory" passes the array itself (the
     demo's route), "per_batch" and "per_image" a `tf.data.Dataset` of its images, augmented per
-    batch or wholly per image.
+    batch or wholly per image. `photometric_device="accelerator"`: the host's part only, the crops
+    (the photometric half then runs in the train step, not timed here).
     """
     import tensorflow as tf
 
@@ -246,6 +250,7 @@ def bench_in_memory(images, preset, batch_size, batches, route):
         augmentation=augmentation,
         seed=0,
         shuffle_buffer=60000,
+        photometric_device=photometric_device,
     )
     batching.BATCH_AUGMENT_MAX_PIXELS = default
     iterator = iter(pairs.repeat())
@@ -264,17 +269,21 @@ def main_in_memory(args):
         f"{args.in_memory} preset on {len(images)} {what} of {images.shape[1:]}, batch "
         f"{args.batch_size}; load average {os.getloadavg()[0]:.1f} before the runs"
     )
-    print("\n| round | route | CPU ms per batch | wall ms per batch | CPU ms per pair |")
-    print("|---|---|---|---|---|")
+    print("\n| round | route | photometric on | CPU ms per batch | wall ms per batch | "
+          "CPU ms per pair |")
+    print("|---|---|---|---|---|---|")
+    devices = ("host", "accelerator") if args.photometric_device == "both" else (
+        args.photometric_device,)
     for round_ in range(args.rounds):
-        for route in ("in_memory", "per_batch", "per_image"):
-            cpu, wall = bench_in_memory(
-                images, args.in_memory, args.batch_size, args.batches, route
-            )
-            print(
-                f"| {round_ + 1} | {route} | {cpu:.1f} | {wall:.1f} | "
-                f"{cpu / args.batch_size:.3f} |"
-            )
+        for route in args.routes.split(","):
+            for device in devices:
+                cpu, wall = bench_in_memory(
+                    images, args.in_memory, args.batch_size, args.batches, route, device
+                )
+                print(
+                    f"| {round_ + 1} | {route} | {device} | {cpu:.1f} | {wall:.1f} | "
+                    f"{cpu / args.batch_size:.3f} |"
+                )
 
 
 def _stage_cells(stages):
@@ -299,6 +308,13 @@ def main():
         help="time two_view_dataset alone on in-memory images with this preset",
     )
     parser.add_argument("--batches", type=int, default=40, help="batches timed per round")
+    parser.add_argument(
+        "--photometric-device", choices=("host", "accelerator", "both"), default="host",
+        help="with --in-memory: time the host's part with the photometric half on the host, "
+        "without it (config.photometric_device='accelerator'), or both",
+    )
+    parser.add_argument("--routes", default="in_memory,per_batch,per_image",
+                        help="with --in-memory: the routes timed, comma-separated")
     args = parser.parse_args()
     if args.in_memory:
         args.batch_size = args.batch_size or 256

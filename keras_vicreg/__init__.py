@@ -10,6 +10,7 @@ from keras_vicreg.losses import vicreg_loss
 from keras_vicreg.models import backbones
 from keras_vicreg.models.expander import build_expander
 from keras_vicreg.models.online_probe import OnlineProbe
+from keras_vicreg.models.photometric import PhotometricAugmentation
 from keras_vicreg.models.vicreg import VICReg
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.schedules import WarmupCosine

@@ -25,6 +25,9 @@ The keys (see `default_config` for the defaults):
     in_memory                  decode the split once and keep it in memory (datasets of small
                                fixed-size images: Fashion-MNIST takes 47 MB, CIFAR-10 150 MB)
                                instead of reading and decoding its files every epoch
+    photometric_device         "host": the pipeline augments the views whole; "accelerator": it
+                               stops at the crop and resize (uint8), and the train step flips,
+                               jitters, blurs, solarizes and normalises (`PhotometricAugmentation`)
     max_image_pixels           an image whose header declares more pixels is skipped, not decoded
     max_undecodable_fraction   the share of skipped images (undecodable or over max_image_pixels)
                                above which the run stops before training (`training.bad_images`)
@@ -77,11 +80,13 @@ from keras_vicreg.config import common
 from keras_vicreg.models import backbones
 from keras_vicreg.models import expander as expander_lib
 from keras_vicreg import losses
+from keras_vicreg.data import pretraining as data_pretraining
 from keras_vicreg.data import sources
 
 SYNTHETIC = "synthetic"
 BACKBONES = backbones.NAMES
 MIXED_PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+PHOTOMETRIC_DEVICES = data_pretraining.PHOTOMETRIC_DEVICES
 
 
 def default_config():
@@ -105,6 +110,7 @@ def default_config():
     config.num_examples = 50_000
     config.shuffle_buffer = 10_000
     config.in_memory = False
+    config.photometric_device = "host"  # or "accelerator": in the train step
     config.max_image_pixels = 50_000_000  # data.image_headers.MAX_IMAGE_PIXELS: why that many
     config.max_undecodable_fraction = 0.01
     config.batch_size = 256
@@ -175,6 +181,8 @@ def _data_problems(flat, problems):
     if augmentation is not None:
         choice(problems, "config.augmentation", augmentation, sorted(transforms.AUGMENTATIONS),
                 "an augmentation preset (or None for the dataset's)")
+    choice(problems, "config.photometric_device", flat["config.photometric_device"],
+           PHOTOMETRIC_DEVICES, "where the views' photometric half runs")
     for key in ("config.image_size", "config.num_examples", "config.batch_size",
                 "config.epochs", "config.checkpoint_every_steps", "config.keep_checkpoints",
                 "config.log_every_steps", "config.summary_every_steps"):

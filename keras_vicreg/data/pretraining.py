@@ -5,6 +5,9 @@
       -> skip unreadable images (and those over the pixel budget) -> batch (drop remainder)
       -> per batch: flip, colour jitter, grayscale, blur, solarize, normalise -> prefetch
 
+With `photometric_device="accelerator"` the pipeline stops at the resize and yields uint8 crops;
+the per-batch half runs in the train step (`keras_vicreg.models.PhotometricAugmentation`).
+
 Only what differs in shape per image (decoding, cropping, resizing) runs per image; the rest runs
 once per batch (`transforms.apply_view_params_batch`): in tf.data an op costs about as much per call
 as a small image's arithmetic. `batching.choose_route` picks how: images in memory skip the
@@ -22,7 +25,12 @@ from keras_vicreg.data import image_headers
 from keras_vicreg.data import transforms
 
 
-def _resized_two_views(image, seed, augmentation, max_pixels=None):
+# Where the photometric half of the views runs: in the pipeline, or in the train step
+# (`keras_vicreg.models.PhotometricAugmentation`), the pipeline then yielding uint8 crops.
+PHOTOMETRIC_DEVICES = ("host", "accelerator")
+
+
+def _resized_two_views(image, seed, augmentation, max_pixels=None, photometric=True):
     """The per-image half of `encoded_two_views`: both views resized, and their random choices.
 
     Args:
@@ -30,17 +38,20 @@ def _resized_two_views(image, seed, augmentation, max_pixels=None):
         seed: int tensor of shape (2,).
         augmentation: a `TwoViewAugmentation`.
         max_pixels: the pixel budget of an encoded image, checked from its header before decoding.
+        photometric: False: the crops only, as uint8 (`transforms.to_uint8`), no other draws.
 
     Returns:
         (image_a, params_a, image_b, params_b): per view, its crop from `transforms.resize_crop`
         and the `transforms.ViewParams` of its other choices; `_augment_two_views` finishes batches
-        of them.
+        of them. Without `photometric`: (crop_a, crop_b).
     """
     views = (augmentation.view_a, augmentation.view_b)
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
     crops = decode.decode_view_crops(image, crop_seeds, views, max_pixels)
     resized = [transforms.resize_crop(crop, view) for crop, view in zip(crops, views)]
+    if not photometric:
+        return tuple(transforms.to_uint8(image) for image in resized)
     params = [transforms.sample_view_params(s, view) for s, view in zip(params_seeds, views)]
     return resized[0], params[0], resized[1], params[1]
 
@@ -89,6 +100,7 @@ def two_view_dataset(
     download=True,
     max_image_pixels=image_headers.MAX_IMAGE_PIXELS,
     labels=None,
+    photometric_device="host",
 ):
     """Batches of two augmented views `(view_a, view_b)` for `VICReg.fit`.
 
@@ -121,14 +133,24 @@ def two_view_dataset(
             probe (`keras_vicreg.models.online_probe`): for an array source, an array of one int
             label per image; for other sources, the label's key in dict elements (e.g. "label";
             tuple elements: their second part). The views are the same with and without labels.
+        photometric_device: "host" (default): the whole view here; "accelerator": only the crop
+            and resize here, the views yielded as uint8 crops for a model with a
+            `keras_vicreg.models.PhotometricAugmentation`, which does the rest in its train step.
+            The crops are those of "host" for the same seed, rounded to 1/255.
 
     Returns:
         A `tf.data.Dataset` of `(view_a, view_b)`, each float32 of shape
         (batch, size, size, channels), or with `labels` of `((view_a, view_b), labels)`, labels
         int32 (batch,). Unreadable images, and images over `max_image_pixels`, are skipped with a
-        warning.
+        warning. With `photometric_device="accelerator"` the views are uint8 crops.
     """
     batching.check_batch_size(batch_size)
+    if photometric_device not in PHOTOMETRIC_DEVICES:
+        raise ValueError(
+            f"`photometric_device` must be one of {PHOTOMETRIC_DEVICES}. "
+            f"Received: photometric_device={photometric_device!r}"
+        )
+    photometric = photometric_device == "host"
     seed = batching.draw_seed(seed)
     if batching.is_array(source):
         augmentation, dataset = transforms.get_augmentation(augmentation or "imagenet"), None
@@ -150,6 +172,7 @@ def two_view_dataset(
         return _array_pairs(
             source, batch_size, augmentation, seed, shuffle=bool(shuffle_buffer),
             input_context=input_context, drop_remainder=drop_remainder, labels=labels,
+            photometric=photometric,
         ).prefetch(batching.AUTOTUNE)
     labelled = labels is not None
     dataset = batching.select_parts(dataset, (image_key, labels) if labelled else (image_key,))
@@ -158,12 +181,15 @@ def two_view_dataset(
     )
 
     def resized(element, element_seed):
-        parts = _resized_two_views(element[0], element_seed, augmentation, max_image_pixels)
+        parts = _resized_two_views(
+            element[0], element_seed, augmentation, max_image_pixels, photometric
+        )
         return (*parts, tf.cast(element[1], tf.int32)) if labelled else parts
 
     def views(*batch):
-        pair = _augment_two_views(*batch[:4], augmentation)
-        return (pair, batch[4]) if labelled else pair
+        count = 4 if photometric else 2
+        pair = _augment_two_views(*batch[:4], augmentation) if photometric else batch[:2]
+        return (pair, batch[count]) if labelled else pair
 
     dataset = batching.map_and_batch(
         dataset,
@@ -179,7 +205,7 @@ def two_view_dataset(
 
 
 def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_context,
-                 drop_remainder, labels=None):
+                 drop_remainder, labels=None, photometric=True):
     """`two_view_dataset` of an in-memory array: batches of indices, each batch augmented at once.
 
     No op runs per image: the epoch's order is one shuffle of the indices, each batch one gather
@@ -214,7 +240,9 @@ def _array_pairs(images, batch_size, augmentation, seed, *, shuffle, input_conte
     seeds = seeds.map(lambda x: tf.stack([x, tf.constant(pipeline_id, tf.int64)]))
 
     def pairs(batch, batch_seed):
-        views = transforms.batch_two_views(tf.gather(images, batch), batch_seed, augmentation)
+        views = transforms.batch_two_views(
+            tf.gather(images, batch), batch_seed, augmentation, photometric
+        )
         return views if labels is None else (views, tf.gather(labels, batch))
 
     return tf.data.Dataset.zip(batches, seeds).map(

@@ -13,6 +13,8 @@ from keras_vicreg.models import batch_norm
 from keras_vicreg.models import branches
 from keras_vicreg.models import global_batch
 from keras_vicreg.models import online_probe as probe_lib
+from keras_vicreg.models import photometric as photometric_lib
+from keras_vicreg.models import serialization
 from keras_vicreg.models import steps
 from keras_vicreg.models.branches import unpack_views  # noqa: F401  (0.1: keras_vicreg.model)
 from keras_vicreg.models.expander import build_expander
@@ -82,6 +84,10 @@ class VICReg(keras.Model):
             expanders and predictor only), False leaves every layer as given.
         online_probe: an `OnlineProbe` trained on stop-gradient features of view a, or None;
             the batches are then `((view_a, view_b), labels)` (`models.online_probe`).
+        photometric: a `PhotometricAugmentation` applied to both views at the start of every
+            training step (flip, jitter, grayscale, blur, solarize, normalise on the accelerator),
+            for pipelines that yield crops only (`two_view_dataset(...,
+            photometric_device="accelerator")`); None (default): the views arrive augmented.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -118,6 +124,7 @@ class VICReg(keras.Model):
         invariance="mse",
         symmetric=False,
         online_probe=None,
+        photometric=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -171,6 +178,7 @@ class VICReg(keras.Model):
             gamma=gamma, eps=eps, covariance=covariance, invariance=invariance,
         )
         self._pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        self.photometric = photometric_lib.check_photometric(photometric)
         probe_lib.check_probe(online_probe)
         self.online_probe = online_probe  # its variables are the last of the model's
         terms = _TERMS + (probe_lib.METRICS if online_probe is not None else ())
@@ -309,6 +317,8 @@ class VICReg(keras.Model):
         averaged (`branches.embedding_pairs`).
         """
         data, labels = probe_lib.split_labels(data, self.online_probe is not None)
+        if self.photometric is not None:  # crops in: the views' photometric half, here
+            data = self.photometric(data, training=training)
         keep = {}  # branch a's features of view a, for the probe
         pairs = branches.embedding_pairs(self, data, training, keep)
         total = {}
@@ -359,41 +369,11 @@ class VICReg(keras.Model):
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     # ----------------------------------------------------------------------------------------------
-    # Serialisation.
+    # Serialisation (`models.serialization`).
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            expander=self.expander_spec
-            or keras.saving.serialize_keras_object(self.expander),
-            backbone_b=(
-                None
-                if self.backbone_b is None or self.momentum is not None
-                else keras.saving.serialize_keras_object(self.backbone_b)
-            ),
-            expander_b=(
-                None
-                if not self._own_expander_b
-                else self.expander_b_spec or keras.saving.serialize_keras_object(self.expander_b)
-            ),
-            predictor=self.predictor_spec,
-            stop_gradient_b=self.stop_gradient_b,
-            momentum=self.momentum,
-            momentum_ramp_steps=self.momentum_ramp_steps,
-            expander_batch_norm=self.expander_batch_norm,
-            sync_batch_norm=self.sync_batch_norm,
-            symmetric=self.symmetric,
-            online_probe=keras.saving.serialize_keras_object(self.online_probe),
-            **self.loss_options,
-        )
-        return config
+        return serialization.vicreg_config(self, super().get_config())
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "expander", "backbone_b", "expander_b", "online_probe"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
+        return cls(**serialization.vicreg_kwargs(config))

@@ -30,6 +30,14 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def config_augmentation(config):
+    """The `TwoViewAugmentation` of a config: its preset (or its dataset's) at its image size."""
+    name = config.augmentation
+    if name is None:
+        name = vicreg_data.dataset_spec(config.dataset).augmentation
+    return transforms.get_augmentation(name, config.image_size)
+
+
 class Data:
     """The pretraining data of a config: each epoch's pairs of views, and a fixed batch.
 
@@ -56,10 +64,7 @@ class Data:
         self.config = config
         self.strategy = strategy
         self.data_dir, self.manual_dir = data_dir, manual_dir
-        spec_augmentation = config.augmentation
-        if spec_augmentation is None:
-            spec_augmentation = vicreg_data.dataset_spec(config.dataset).augmentation
-        self.augmentation = transforms.get_augmentation(spec_augmentation, config.image_size)
+        self.augmentation = config_augmentation(config)
         self.channels = self.augmentation.view_a.channels
         self.image_scan = None  # the report of `bad_images.check_source`, where it ran
         # With the probe: the labels' key in the source's elements, or an array of them.
@@ -136,7 +141,7 @@ class Data:
         labels = tfds.as_numpy(split["label"]) if "label" in split else None
         return tfds.as_numpy(split["image"]), labels
 
-    def _pipeline(self, epoch, batch_size, input_context=None, labelled=True):
+    def _pipeline(self, epoch, batch_size, input_context=None, labelled=True, device=None):
         config = self.config
         return vicreg_data.two_view_dataset(
             self._source(),
@@ -151,6 +156,7 @@ class Data:
             download=True,
             max_image_pixels=config.max_image_pixels,
             labels=self.labels if labelled else None,
+            photometric_device=device or config.photometric_device,
         )
 
     def epoch(self, epoch, skip=0):
@@ -166,9 +172,10 @@ class Data:
         )
 
     def fixed_views(self):
-        """The first `summary_examples` pairs of the first epoch, as numpy arrays."""
-        batch = next(iter(self._pipeline(0, self.config.summary_examples, labelled=False).take(1)),
-                     None)
+        """The first `summary_examples` pairs of the first epoch, as numpy arrays: augmented
+        whole on the host whatever `config.photometric_device` (the summaries show views)."""
+        pipeline = self._pipeline(0, self.config.summary_examples, labelled=False, device="host")
+        batch = next(iter(pipeline.take(1)), None)
         if batch is None:  # e.g. a tf.data source of images that do not decode
             raise bad_images.UndecodableImagesError(
                 f"The first epoch of {self.config.dataset!r} holds no batch of summary_examples "

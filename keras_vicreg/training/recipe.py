@@ -27,6 +27,7 @@ from keras_vicreg.config import model_options
 from keras_vicreg.config import pretraining
 from keras_vicreg.experimental import cpu as cpu_kernels
 from keras_vicreg.models import backbones
+from keras_vicreg.models import PhotometricAugmentation
 from keras_vicreg.models import VICReg
 from keras_vicreg.training import callbacks as vicreg_callbacks
 from keras_vicreg.training import checkpointing
@@ -36,6 +37,7 @@ from keras_vicreg.training import summaries
 from keras_vicreg.training.optimizers import AdamW
 from keras_vicreg.training.optimizers import LARS
 from keras_vicreg.training.pretraining_data import Data  # noqa: F401  (part of the recipe's API)
+from keras_vicreg.training.pretraining_data import config_augmentation
 from keras_vicreg.training.pretraining_data import epoch_seed  # noqa: F401
 from keras_vicreg.training.run_config import save_config  # noqa: F401
 from keras_vicreg.training.run_config import keep_what_the_checkpoints_hold  # noqa: F401
@@ -102,8 +104,20 @@ def make_model(config, channels, num_classes=None):
         # None: synchronised under a strategy of several replicas or processes (models.batch_norm)
         sync_batch_norm=None if options.sync_batch_norm else False,
         online_probe=online_eval.make_probe(config, num_classes),
+        photometric=make_photometric(config),
         **model_options.model_kwargs(options, config.total_steps),
     )
+
+
+def make_photometric(config):
+    """The `PhotometricAugmentation` of `config.photometric_device="accelerator"`, else None.
+
+    Seeded with `config.seed`: its draws are a function of the seed and the step, saved in the
+    checkpoints with the weights.
+    """
+    if config.get("photometric_device", "host") != "accelerator":
+        return None
+    return PhotometricAugmentation(config_augmentation(config), seed=config.seed)
 
 
 def make_optimizer(config):

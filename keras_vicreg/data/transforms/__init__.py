@@ -6,6 +6,8 @@
 - `colour`: colour jitter, grayscale, solarize, normalise; `blur`: the Gaussian blur;
   `planes`: the per-image selection they share.
 - `apply`: a view of an image or of a batch, from its draws or from a seed.
+- `keras_photometric`: the photometric half of `apply` in keras.ops, for a train step on any
+  backend (`keras_vicreg.models.PhotometricAugmentation`).
 """
 
 from keras_vicreg.data.transforms.apply import apply_view_params  # noqa: F401
@@ -41,6 +43,7 @@ from keras_vicreg.data.transforms.geometry import resize  # noqa: F401
 from keras_vicreg.data.transforms.geometry import resize_crop  # noqa: F401
 from keras_vicreg.data.transforms.geometry import resize_windows  # noqa: F401
 from keras_vicreg.data.transforms.geometry import sample_crop_window  # noqa: F401
+from keras_vicreg.data.transforms.geometry import to_uint8  # noqa: F401
 from keras_vicreg.data.transforms.presets import AUGMENTATIONS  # noqa: F401
 from keras_vicreg.data.transforms.presets import FASHION_MNIST_MEAN  # noqa: F401
 from keras_vicreg.data.transforms.presets import FASHION_MNIST_STD  # noqa: F401

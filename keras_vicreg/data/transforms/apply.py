@@ -127,7 +127,7 @@ def two_views(image, seed, augmentation):
     )
 
 
-def batch_two_views(images, seed, augmentation):
+def batch_two_views(images, seed, augmentation, photometric=True):
     """Both views of a batch of same-size images, every random choice drawn for the batch at once.
 
     The route of images held in memory (`keras_vicreg.data.two_view_dataset` of an array): crop
@@ -140,9 +140,12 @@ def batch_two_views(images, seed, augmentation):
         images: uint8 or float tensor (batch, height, width, channels), one size.
         seed: int tensor of shape (2,), the batch's seed.
         augmentation: a `TwoViewAugmentation` or a preset name.
+        photometric: False: stop after the crop and resize, for the photometric half on the
+            accelerator (`keras_vicreg.models.PhotometricAugmentation`); the crops are the same.
 
     Returns:
-        (view_a, view_b), each float32 (batch, image_size, image_size, channels), normalised.
+        (view_a, view_b), each float32 (batch, image_size, image_size, channels), normalised; or
+        without `photometric`, uint8 crops (`geometry.to_uint8`).
     """
     augmentation = presets.get_augmentation(augmentation)
     batch = tf.shape(images)[0]
@@ -155,7 +158,10 @@ def batch_two_views(images, seed, augmentation):
         windows = geometry.crop_windows(
             tf.shape(images)[1:], crop_draws, [view.crop_scale], [view.crop_ratio]
         )
-        params = draws.sample_batch_view_params(params_seed, view, batch)
         resized = geometry.resize_windows(images, windows, view)
+        if not photometric:
+            views.append(geometry.to_uint8(resized))
+            continue
+        params = draws.sample_batch_view_params(params_seed, view, batch)
         views.append(apply_view_params_batch(resized, params, view))
     return tuple(views)

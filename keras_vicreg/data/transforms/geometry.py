@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras_vicreg.data.transforms import presets
 from keras_vicreg.data.transforms.draws import sample_crop_draws
 
+
 def crop_windows(image_shape, draws, scales, ratios):
     """Crop windows of one image from their `CropDraws`, as `sample_crop_window`.
 
@@ -124,6 +125,12 @@ def resize(image, image_size, interpolation="bicubic", antialias=False):
     scale = 1.0 / 255.0 if image.dtype == tf.uint8 else 1.0
     image = tf.image.resize(image, [image_size, image_size], interpolation, antialias=antialias)
     return tf.clip_by_value(image * scale, 0.0, 1.0)
+
+
+def to_uint8(image):
+    """Float images in [0, 1] as uint8 0..255, rounded to the nearest: resized crops as PIL's
+    resize leaves them (the released code's), and a quarter of the bytes to move to a device."""
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 def convert_channels(image, channels):
