@@ -104,6 +104,9 @@ NEW_SINCE_0_1 = {
     "voc07_svm.py": "test_svm.py",
     "linear_eval_places205.py": "test_vissl_linear.py",
     "linear_eval_inaturalist18.py": "test_vissl_linear.py",
+    "coco_retrieval.py": "test_coco_retrieval.py",
+    "detection.py": "test_detection.py",
+    "segmentation.py": "test_segmentation.py",
 }
 # 0.1's image_size (44) of the demo evaluation is now the demo config's eval_image_size (below).
 DEMO_EVAL_KEYS = ("train_split", "test_split", "batch_size", "linear.epochs", "knn.k")
