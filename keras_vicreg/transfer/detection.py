@@ -27,7 +27,7 @@ BOX_FORMAT = "yxyx"  # absolute pixels (ymin, xmin, ymax, xmax), as the data pip
 
 def build_detector(backbone, num_classes, *, min_level=3, max_level=7, anchor_size=4.0,
                    head_conv_layers=4, freeze_backbone=False, score_threshold=0.05,
-                   max_detections=100, image_shape=(None, None, 3)):
+                   max_detections=100, image_shape=None):
     """A `keras_hub.models.RetinaNetObjectDetector` whose image encoder is `backbone`.
 
     Args:
@@ -44,7 +44,8 @@ def build_detector(backbone, num_classes, *, min_level=3, max_level=7, anchor_si
         score_threshold: the lowest class score kept by non-maximum suppression; low (0.05, as
             detectron2's evaluation) so that AP sees the whole precision-recall curve.
         max_detections: the most boxes kept per image.
-        image_shape: the detector's input shape.
+        image_shape: the detector's input shape; default: the backbone's (a torchvision
+            `.pth` read by `load_backbone` has a fixed side).
 
     Returns:
         A `RetinaNetObjectDetector` (`bounding_box_format="yxyx"`, pixels), not compiled.
@@ -62,9 +63,10 @@ def build_detector(backbone, num_classes, *, min_level=3, max_level=7, anchor_si
             f"stride 2**level). Received: min_level={min_level}"
         )
     encoder.trainable = not freeze_backbone
+    image_shape = tuple(image_shape or encoder.inputs[0].shape[1:])
     retina_backbone = keras_hub.models.RetinaNetBackbone(
         image_encoder=encoder, min_level=min_level, max_level=max_level, use_p5=False,
-        image_shape=tuple(image_shape),
+        image_shape=image_shape,
     )
     anchors = keras_hub.layers.AnchorGenerator(
         BOX_FORMAT, min_level=min_level, max_level=max_level, num_scales=3,
