@@ -1,0 +1,1 @@
+"""Transfer heads around a pretrained backbone (detection; see each module)."""
