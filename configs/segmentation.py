@@ -15,7 +15,7 @@ The argument picks the data:
 - `coco`: tfds `coco/2017_panoptic`, its 133 panoptic categories as semantic classes.
 Both download and prepare COCO 2017 with its panoptic annotations the first time (tens of GB).
 `runlocal` (with either): Fashion-MNIST canvases (`keras_vicreg.data.canvases`, 11 classes with
-background), a small random ResNet-18 unless `backbone` is given, seconds on a CPU.
+background), a small random ResNet-18 unless `backbone` is given, under a minute on a CPU.
 
 The recipe follows DeepLabV3 on VOC (SGD with momentum 0.9, poly decay, learning rate 0.007,
 batch 16, 30k steps, weight decay 1e-4, atrous rates 6, 12, 18) at 512 pixels.
@@ -52,7 +52,7 @@ def get_config(arg=None):
     config.learning_rate = 0.007
     config.momentum = 0.9
     config.weight_decay = 1e-4
-    config.jit_compile = True  # Keras' "auto" (XLA where the backend supports it); False: eager
+    config.jit_compile = True  # Keras' "auto": XLA on JAX, and on TF with a GPU or TPU
     config.seed = 0
     config.canvas_train = 1  # the canvases' counts, with `dataset="canvases"`
     config.canvas_test = 1
@@ -72,5 +72,4 @@ def get_config(arg=None):
         config.optimizer = "adamw"
         config.learning_rate = 3e-3
         config.weight_decay = 1e-4
-        config.jit_compile = False
     return config

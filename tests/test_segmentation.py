@@ -229,7 +229,7 @@ def pretrained_backbone(tmp_path_factory):
     return path
 
 
-PRETRAIN_STEPS = 120
+PRETRAIN_STEPS = 100
 FINETUNE_STEPS = 100
 
 

@@ -85,7 +85,8 @@ def compile_segmenter(segmenter, *, steps, learning_rate, optimizer="sgd", momen
                       weight_decay=1e-4, ignore_class=segmentation_data.IGNORE_CLASS,
                       jit_compile=True):
     """Per-pixel cross-entropy on logits, SGD with DeepLab's poly decay (power 0.9) or AdamW with
-    a cosine decay, over `steps` steps; `jit_compile=True` is Keras' "auto"."""
+    a cosine decay, over `steps` steps; `jit_compile=True` is Keras' "auto" (XLA on
+    JAX, and on TensorFlow with an accelerator; never on PyTorch)."""
     if optimizer == "sgd":
         schedule = keras.optimizers.schedules.PolynomialDecay(
             learning_rate, steps, end_learning_rate=0.0, power=0.9)
