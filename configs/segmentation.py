@@ -7,7 +7,7 @@ r"""Semantic segmentation transfer: keras-hub's DeepLabV3(+) around the pretrain
 NOT the paper's protocol: the paper's COCO numbers (39.4 box AP, 36.4 mask AP) are detectron2's
 Mask R-CNN, run through `python -m trainers.export_torchvision` and detectron2
 (docs/reproducing.md). This is an all-Keras check of dense transfer
-(`keras_vicreg.evaluation.segmentation` lists how it differs from DeepLabV3 as published).
+(`keras_vicreg.transfer.segmentation` lists how it differs from DeepLabV3 as published).
 
 The argument picks the data:
 - `voc` (default): tfds has no VOC segmentation masks, so this is tfds `coco/2017_panoptic`

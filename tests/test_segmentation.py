@@ -19,8 +19,8 @@ from keras_vicreg import data
 from keras_vicreg.data import canvases
 from keras_vicreg.data import segmentation_data
 from keras_vicreg.data import transforms
-from keras_vicreg.evaluation import segmentation
-from keras_vicreg.evaluation.segmentation_encoder import pyramid_encoder
+from keras_vicreg.transfer import segmentation
+from keras_vicreg.transfer.pyramid import pyramid_encoder
 from keras_vicreg.models.backbones.resnet_backbone import resnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +87,7 @@ def test_pyramid_encoder_gives_each_stage_at_its_stride(stem, filters, levels):
 def test_pyramid_encoder_refuses_a_backbone_without_resnet_stages():
     convnet = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
                                 keras.layers.GlobalAveragePooling2D()])
-    with pytest.raises(ValueError, match="keras-hub-layout ResNet"):
+    with pytest.raises(ValueError, match="need a ResNet's stage outputs"):
         pyramid_encoder(convnet)
 
 

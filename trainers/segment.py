@@ -6,7 +6,7 @@ r"""Semantic segmentation transfer (keras-hub DeepLabV3 around the backbone), re
 `config.backbone` is a `.keras` file or a torchvision-layout `.pth` ("" for random weights). The
 workdir gets results.json (`miou`, `iou` per class, `pixel_accuracy`, the confusion matrix, the
 backbone and the config) and tensorboard/. Not the paper's protocol (detectron2 Mask R-CNN:
-docs/reproducing.md); see `keras_vicreg.evaluation.segmentation`.
+docs/reproducing.md); see `keras_vicreg.transfer.segmentation`.
 """
 
 import json
@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from keras_vicreg.evaluation import segmentation
+from keras_vicreg.transfer import segmentation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file, e.g. configs/segmentation.py:voc.", lock_config=True

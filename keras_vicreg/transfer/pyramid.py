@@ -86,3 +86,8 @@ def _levels(model, input_shape):
             )
         levels.append(level)
     return levels
+
+
+def deepest_level(encoder):
+    """The largest level of an encoder's "P<level>" outputs (its output stride is 2**level)."""
+    return max(int(key[1:]) for key in encoder.pyramid_outputs)

@@ -3,7 +3,7 @@ r"""Semantic segmentation transfer: keras-hub's DeepLabV3 around a pretrained Re
     python -m trainers.segment --config=configs/segmentation.py:voc \
         --config.backbone=$HOME/vicreg/r50_1000ep/export/backbone.keras --workdir=$HOME/seg_voc
 
-The backbone's four stages (`segmentation_encoder.pyramid_encoder`) are the image encoder of
+The backbone's four stages (`transfer.pyramid.pyramid_encoder`) are the image encoder of
 `keras_hub.models.DeepLabV3Backbone`: atrous spatial pyramid pooling on the deepest stage, with
 the DeepLabV3+ decoder (the stage of a quarter of its stride, projected to `projection_filters`
 channels) unless `decoder=False`, wrapped in a `keras_hub.models.DeepLabV3ImageSegmenter` whose
@@ -31,9 +31,9 @@ from keras_vicreg import export
 from keras_vicreg.data import canvases
 from keras_vicreg.data import segmentation_data
 from keras_vicreg.evaluation import runs
-from keras_vicreg.evaluation.segmentation_encoder import deepest_level
-from keras_vicreg.evaluation.segmentation_encoder import pyramid_encoder
 from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.transfer.pyramid import deepest_level
+from keras_vicreg.transfer.pyramid import pyramid_encoder
 
 OPTIMIZERS = ("sgd", "adamw")
 _STEM_STRIDE = {"imagenet": 32, "small": 8}
