@@ -10,29 +10,17 @@ vocabulary.txt and the two trained branches, image_branch.keras and text_branch.
 (`keras_vicreg.evaluation.caption_retrieval.run_retrieval`).
 """
 
-import json
-
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
 from keras_vicreg.evaluation import caption_retrieval
+from keras_vicreg.evaluation import command_line
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config file, e.g. configs/coco_retrieval.py.", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results go.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
-flags.mark_flag_as_required("config")
+_FLAGS = command_line.define_config_flags("configs/coco_retrieval.py")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    record = caption_retrieval.run_retrieval(_CONFIG.value, workdir=_WORKDIR.value,
-                                             data_dir=_DATA_DIR.value)
-    headline = {key: record[key] for key in caption_retrieval.DIRECTIONS}
-    print(json.dumps({record["headline"]: headline}, indent=2), flush=True)
+    command_line.run_config_protocol(caption_retrieval.run_retrieval, _FLAGS, argv,
+                                     ("headline", *caption_retrieval.DIRECTIONS))
 
 
 if __name__ == "__main__":

@@ -9,30 +9,17 @@ backbone and the config) and tensorboard/. Not the paper's protocol (detectron2 
 docs/reproducing.md); see `keras_vicreg.transfer.segmentation`.
 """
 
-import json
-
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from keras_vicreg.evaluation import command_line
 from keras_vicreg.transfer import segmentation
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config file, e.g. configs/segmentation.py:voc.", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results go.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets' data directory.")
-flags.mark_flag_as_required("config")
+_FLAGS = command_line.define_config_flags("configs/segmentation.py:voc")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    record = segmentation.run_segmentation(
-        _CONFIG.value, workdir=_WORKDIR.value, data_dir=_DATA_DIR.value
-    )
-    print(json.dumps({"miou": record["miou"], "iou": record["iou"],
-                      "pixel_accuracy": record["pixel_accuracy"]}, indent=2), flush=True)
+    command_line.run_config_protocol(segmentation.run_segmentation, _FLAGS, argv,
+                                     ("miou", "iou", "pixel_accuracy"))
 
 
 if __name__ == "__main__":
