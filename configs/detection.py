@@ -56,11 +56,7 @@ def get_config(arg=None):
     config.canvas_size = 48
     config.canvas_items = 3
     if args.runlocal:
-        config.dataset = "canvases"
-        config.backbone_depth = 18
-        config.backbone_stem = "small"
-        config.backbone_filters = (8, 16, 32, 64)
-        config.image_size = 48
+        common.canvases_for_local_run(config)
         config.min_level = 3  # the small stem's last two stages (strides 4 and 8)
         config.max_level = 4
         config.anchor_size = 3.0  # 24 pixels at P3: Fashion-MNIST items are up to 28
@@ -68,7 +64,5 @@ def get_config(arg=None):
         config.steps = 60
         config.warmup_steps = 10
         config.learning_rate = 3e-3
-        config.canvas_train = 512
-        config.canvas_test = 128
         config.shuffle_buffer = 512
     return config

@@ -58,14 +58,8 @@ def get_config(arg=None):
     config.canvas_test = 1
     config.canvas_max_items = 4
     if args.runlocal:
-        config.dataset = "canvases"
-        config.backbone_depth = 18
-        config.backbone_stem = "small"
-        config.backbone_filters = (8, 16, 32, 64)
-        config.image_size = 48
+        common.canvases_for_local_run(config)
         config.dilation_rates = (1, 2, 3)
-        config.canvas_train = 512
-        config.canvas_test = 128
         config.steps = 40
         config.batch_size = 16
         config.eval_batch_size = 64

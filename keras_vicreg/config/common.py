@@ -202,6 +202,19 @@ def generated_images_for_local_run(config):
     return config
 
 
+def canvases_for_local_run(config):
+    """`runlocal` of the dense transfer configs (detection, segmentation): 48-pixel Fashion-MNIST
+    canvases (512 to train, 128 to test) and a narrow ResNet-18 with the small stem."""
+    config.dataset = "canvases"
+    config.backbone_depth = 18
+    config.backbone_stem = "small"
+    config.backbone_filters = (8, 16, 32, 64)
+    config.image_size = 48
+    config.canvas_train = 512
+    config.canvas_test = 128
+    return config
+
+
 def finish_pretraining(config, args):
     """The end of every pretraining config: the derived numbers, then `runlocal` if asked.
 
