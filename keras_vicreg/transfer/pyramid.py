@@ -8,7 +8,7 @@ the backbone's own layers (the weights are shared, not copied), so fine-tuning t
 fine-tunes the pretrained backbone:
 
 - a backbone holding a keras-hub `ResNetBackbone` (the ImageNet stem at standard widths) already
-  has `pyramid_outputs`, which is returned as is;
+  has `pyramid_outputs`, which the encoder outputs;
 - otherwise the last block of each residual stage ("stack<i>_block<j>_out", keras-hub's names,
   or keras-cv's "v2_stack_<i>_block<j>_out"; a pre-activation ResNet's last stage ends at
   "post_relu") is an output, and its level is read from the stride a probe image shows, so the
@@ -39,9 +39,9 @@ def pyramid_encoder(backbone):
         ValueError: the backbone has no residual stages to read (e.g. the tiny convnet, or an
             exported SavedModel, whose layers are not reachable).
     """
-    for layer in getattr(backbone, "layers", ()):
-        if getattr(layer, "pyramid_outputs", None):
-            return layer  # keras-hub's ResNetBackbone, nested in the package's model
+    for layer in [backbone, *getattr(backbone, "layers", ())]:
+        if getattr(layer, "pyramid_outputs", None):  # keras-hub's ResNetBackbone, maybe nested
+            return _encoder(layer.inputs, dict(layer.pyramid_outputs), backbone.name)
     stages = {}
     for layer in getattr(backbone, "layers", ()):
         match = _STAGE_OUTPUT.match(layer.name)
@@ -62,11 +62,14 @@ def pyramid_encoder(backbone):
         outputs[-1] = backbone.get_layer("post_relu").output
     probe = keras.Model(backbone.inputs, outputs)
     levels = _levels(probe, backbone.inputs[0].shape)
-    encoder = keras.Model(
-        backbone.inputs, {f"P{level}": out for level, out in zip(levels, outputs)},
-        name=f"{backbone.name}_pyramid",
-    )
-    encoder.pyramid_outputs = {f"P{level}": out for level, out in zip(levels, outputs)}
+    return _encoder(backbone.inputs, {f"P{level}": out for level, out in zip(levels, outputs)},
+                    backbone.name)
+
+
+def _encoder(inputs, pyramid_outputs, name):
+    """A model from images to the {"P<level>": map} dict, holding it as `pyramid_outputs`."""
+    encoder = keras.Model(inputs, pyramid_outputs, name=f"{name}_pyramid")
+    encoder.pyramid_outputs = pyramid_outputs
     return encoder
 
 
