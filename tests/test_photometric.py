@@ -3,7 +3,11 @@ the keras.ops path against the TensorFlow host path on the same draws, the layer
 crops, and the tiny config trained, checkpointed and exported with it on every backend."""
 
 import dataclasses
+import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -21,6 +25,7 @@ from keras_vicreg.training import recipe
 from tests.test_pretrain_config import load_config
 
 pytestmark = pytest.mark.backend_neutral
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The three presets at 24 pixels (a 5-tap blur), view a and view b.
 PRESETS = [transforms.get_augmentation(name, 24) for name in sorted(transforms.AUGMENTATIONS)]
@@ -187,3 +192,48 @@ def test_an_unknown_photometric_device_is_a_config_error_naming_the_choices():
     config.photometric_device = "gpu"
     with pytest.raises(ValueError, match=r"config.photometric_device must be .*'accelerator'"):
         recipe.pretraining.validate(config)
+
+
+_REPLICA_DRAWS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_vicreg.models.photometric import PhotometricAugmentation
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    replicated = PhotometricAugmentation("small", seed=3)
+single = PhotometricAugmentation("small", seed=3)
+step = tf.function(lambda: strategy.run(lambda: replicated.draw(4)[0].jitter_factors))
+per_replica = [np.asarray(r).tolist() for r in strategy.experimental_local_results(step())]
+whole = np.asarray(single.draw(8)[0].jitter_factors).tolist()
+print(json.dumps({"replicas": per_replica, "whole": whole}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the subprocess is TensorFlow whatever the session's backend")
+def test_replicas_of_a_tensorflow_strategy_take_their_own_rows_of_the_global_draw():
+    # Every replica holds the same seed state: without their own rows, the images at the same
+    # position in each replica's share would be augmented alike.
+    environ = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", _REPLICA_DRAWS], env=environ, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    draws = json.loads(run.stdout.strip().splitlines()[-1])
+    replica_0, replica_1 = (np.array(r) for r in draws["replicas"])
+    whole = np.array(draws["whole"])
+    np.testing.assert_array_equal(replica_0, whole[:4])
+    np.testing.assert_array_equal(replica_1, whole[4:])
+    assert not np.array_equal(replica_0, replica_1)
+
+
+def test_a_process_of_several_takes_its_rank_rows_of_the_global_draw(monkeypatch):
+    from keras_vicreg.models import photometric
+
+    whole = PhotometricAugmentation("small", seed=5).draw(8)[0].jitter_factors
+    monkeypatch.setattr(photometric, "_replica_slot", lambda: (1, 2))
+    rank_1 = PhotometricAugmentation("small", seed=5).draw(4)[0].jitter_factors
+    np.testing.assert_array_equal(ops.convert_to_numpy(rank_1), ops.convert_to_numpy(whole)[4:])

@@ -17,6 +17,7 @@ views (tests/test_view_statistics.py).
 import dataclasses
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_vicreg.data.transforms import keras_photometric
@@ -76,10 +77,17 @@ class PhotometricAugmentation(keras.layers.Layer):
     def draw(self, batch_size):
         """The `ViewParams` of both views for a batch: `(params_a, params_b)`.
 
-        Advances the seed generator; the tests read the draws from here.
+        Advances the seed generator; the tests read the draws from here. Under several replicas
+        (a TensorFlow strategy) or processes (torch.distributed), which all hold the same seed
+        state, the uniforms of the whole global batch are drawn and each replica takes its own
+        rows, so that no two replicas augment alike.
         """
-        shape = (2, batch_size, keras_photometric.VIEW_UNIFORMS)
+        index, count = _replica_slot()
+        shape = (2, count * batch_size, keras_photometric.VIEW_UNIFORMS)
         uniforms = keras.random.uniform(shape, seed=self.seed_generator)
+        if count > 1:
+            uniforms = ops.slice(uniforms, (0, index * batch_size, 0),
+                                 (2, batch_size, keras_photometric.VIEW_UNIFORMS))
         return tuple(
             keras_photometric.view_params(uniforms[index], view)
             for index, view in enumerate(self.views)
@@ -121,6 +129,25 @@ class PhotometricAugmentation(keras.layers.Layer):
         config = super().get_config()
         config.update(augmentation=_augmentation_config(self.augmentation), seed=self.seed)
         return config
+
+
+def _replica_slot():
+    """(this replica's index, the number of replicas) of the running step.
+
+    A TensorFlow strategy's replica context, or torch.distributed's rank and world size; (0, 1)
+    elsewhere, JAX included, whose one program draws over the global batch.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            return context.replica_id_in_sync_group, context.num_replicas_in_sync
+    elif backend == "torch":
+        import torch.distributed  # only where torch is the backend: it need not be installed
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def check_photometric(photometric):
