@@ -38,6 +38,19 @@ def _run(workdir, *overrides):
                           text=True, timeout=300)
 
 
+def _assert_same_weights(final, reference):
+    """Every weight and optimizer variable of two runs' checkpoints equal to 1e-6 (a few ulps).
+
+    Not bit for bit: TensorFlow's CPU kernels in two processes have rounded one element of one
+    variable one ulp apart (CI, a killed-and-resumed run against an uninterrupted one), with
+    oneDNN off. A resume that redid, skipped or lost a step, or the optimizer's momentum, is
+    off by orders of magnitude more.
+    """
+    assert final.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_allclose(final[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
 def _checkpoint(workdir, step):
     return checkpointing.checkpoint_path(os.path.join(workdir, "checkpoints"), step)
 
@@ -109,9 +122,7 @@ def test_the_resumed_run_reaches_the_weights_of_an_uninterrupted_run(resumed, tm
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     final = _arrays(_checkpoint(resumed[0], TOTAL_STEPS))
     reference = _arrays(_checkpoint(str(tmp_path), TOTAL_STEPS))
-    assert final.keys() == reference.keys()
-    for name, value in reference.items():
-        np.testing.assert_array_equal(final[name], value, err_msg=name)
+    _assert_same_weights(final, reference)
 
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp_path):
@@ -184,9 +195,7 @@ def test_sigterm_checkpoints_the_step_exits_preempted_and_the_relaunch_finishes_
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Resuming from step {stopped_at}" in result.stdout
     reference = _arrays(_checkpoint(resumed[0], TOTAL_STEPS))  # the killed-and-resumed run's end
-    final = _arrays(_checkpoint(workdir, TOTAL_STEPS))
-    for name, value in reference.items():
-        np.testing.assert_array_equal(final[name], value, err_msg=name)
+    _assert_same_weights(_arrays(_checkpoint(workdir, TOTAL_STEPS)), reference)
 
 
 def test_a_second_job_on_a_live_workdir_is_refused(tmp_path):
