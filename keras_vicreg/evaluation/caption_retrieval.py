@@ -20,7 +20,6 @@ import json
 import os
 
 import keras
-import numpy as np
 
 from keras_vicreg.config import retrieval as retrieval_config
 from keras_vicreg.data import coco_captions

@@ -32,6 +32,7 @@ import keras
 from keras_vicreg.data import detection_data
 from keras_vicreg.evaluation import runs
 from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.transfer import backbone as transfer_backbone
 from keras_vicreg.transfer import detection
 
 NUM_CLASSES = {"voc": 20, "coco": 80, "canvases": 10}
@@ -95,17 +96,6 @@ def validate(config):
              canvas_size=config.canvas_size, canvas_items=config.canvas_items)
 
 
-def load_or_build_backbone(config):
-    """The backbone of `config.backbone`, or a random ResNet of the config's architecture."""
-    if config.backbone:
-        return runs.load_backbone(config.backbone, image_size=config.image_size,
-                                  depth=config.backbone_depth, stem=config.backbone_stem)
-    return resnet_backbone.resnet(
-        config.backbone_depth, stem=config.backbone_stem, input_shape=(None, None, 3),
-        filters=tuple(config.backbone_filters),
-    )
-
-
 def datasets(config, data_dir=None):
     """(training batches, evaluation batches, class names) of the config's dataset."""
     if config.dataset == "canvases":
@@ -138,11 +128,7 @@ def run_detection(config, *, workdir, data_dir=None):
     """
     validate(config)
     keras.utils.set_random_seed(config.seed)
-    backbone = load_or_build_backbone(config)
-    channels = backbone.inputs[0].shape[-1]
-    if channels != 3:
-        raise ValueError("The detector reads RGB images: the backbone must take 3 channels. "
-                         f"Received: backbone input shape {backbone.inputs[0].shape}")
+    backbone = transfer_backbone.load_or_build(config)
     detector = detection.build_detector(
         backbone, NUM_CLASSES[config.dataset], min_level=config.min_level,
         max_level=config.max_level, anchor_size=config.anchor_size,

@@ -31,7 +31,7 @@ from keras_vicreg import export
 from keras_vicreg.data import canvases
 from keras_vicreg.data import segmentation_data
 from keras_vicreg.evaluation import runs
-from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.transfer import backbone as transfer_backbone
 from keras_vicreg.transfer.pyramid import deepest_level
 from keras_vicreg.transfer.pyramid import pyramid_encoder
 
@@ -176,25 +176,6 @@ def check_config(config):
             fail("`backbone` does not exist.", backbone=path)
 
 
-def load_segmentation_backbone(config):
-    """The config's backbone: loaded from `config.backbone`, or a random keras-hub ResNet."""
-    shape = (config.image_size, config.image_size, 3)
-    if not config.backbone:
-        return resnet_backbone.resnet(
-            config.backbone_depth, source="keras_hub", stem=config.backbone_stem,
-            filters=tuple(config.backbone_filters), input_shape=shape,
-        )
-    backbone = runs.load_backbone(config.backbone, image_size=config.image_size,
-                                  depth=config.backbone_depth, stem=config.backbone_stem)
-    channels = backbone.inputs[0].shape[-1]
-    if channels != 3:
-        raise ValueError(
-            "Segmentation feeds RGB images: the backbone must take 3 channels. "
-            f"Received: backbone={config.backbone!r} with {channels}-channel inputs"
-        )
-    return backbone
-
-
 def segmentation_datasets(config, data_dir=None):
     """(train batches repeated forever, test batches, class names) of the config's dataset."""
     common = dict(mean=tuple(config.mean), std=tuple(config.std))
@@ -229,7 +210,8 @@ def run_segmentation(config, *, workdir, data_dir=None):
     """
     check_config(config)
     keras.utils.set_random_seed(config.seed)
-    backbone = load_segmentation_backbone(config)
+    backbone = transfer_backbone.load_or_build(
+        config, input_shape=(config.image_size, config.image_size, 3))
     train, test, names = segmentation_datasets(config, data_dir)
     segmenter = build_segmenter(
         backbone, len(names), image_size=config.image_size,
