@@ -23,11 +23,10 @@ and CPU milliseconds per image (the process's threads and, for the released pipe
 processes): on a machine shared with other work the CPU time is steadier than the rates. Once per
 pipeline, on `--stage-sample` images with `--workers` workers or threads, the CPU time per image of
 each stage: read+decode, crop+resize, photometric (flip to normalisation), batching. For
-keras_vicreg, JPEGs are decoded with their crop window only (`tf.image.decode_and_crop_jpeg`), so
-the crop is inside read+decode and crop+resize is the resize alone; the stages are timed
-cumulatively (read+decode alone, then with crop+resize fused into the same map, and so on, each
-stage the difference), and the header checks of the pixel budget are left out. Timed as separate
-maps over cached intermediate tensors, the stages summed to about 3x the whole pipeline's CPU time.
+keras_vicreg, a JPEG is decoded once for both views and cropped there (read+decode, with the views'
+random draws), then resized (crop+resize), batched, and the photometric half runs per batch with
+OpenCV's kernels, as in `two_view_dataset`; the stages are timed cumulatively (each pass one stage
+longer, each stage the difference), and the header checks of the pixel budget are left out.
 
 `--in-memory PRESET` times `two_view_dataset` alone on uint8 images held in memory:
 Fashion-MNIST's 60,000 training images for "grayscale" at 28 pixels (from tfds if prepared, else
@@ -137,11 +136,18 @@ def _pass_cpu(dataset, workers):
 
 
 def tf_stage_times(paths, sample, batch_size, workers):
-    """Per stage, CPU ms per image of keras_vicreg's per-image route for 224-pixel views."""
+    """Per stage, CPU ms per image of keras_vicreg's pipeline for 224-pixel views.
+
+    As `two_view_dataset` runs it: per image, one decode for both views, the crops, their draws and
+    the resizes; then the batch; then the photometric half per batch with OpenCV's kernels
+    (`transforms.opencv_photometric`).
+    """
     import tensorflow as tf
 
     from keras_vicreg.data import decode
     from keras_vicreg.data import transforms
+    from keras_vicreg.data.transforms import draws
+    from keras_vicreg.data.transforms import opencv_photometric
 
     augmentation = transforms.get_augmentation("imagenet")
     views = (augmentation.view_a, augmentation.view_b)
@@ -152,41 +158,30 @@ def tf_stage_times(paths, sample, batch_size, workers):
         seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
         crops = decode.decode_view_crops(tf.io.read_file(path), crop_seeds, views)
-        return tuple(crops), tuple(params_seeds)
+        return tuple(crops), tuple(draws.sample_view_uniforms(s) for s in params_seeds)
 
-    def crop_resize(crops, params_seeds):
-        return tuple(transforms.resize_crop(c, v) for c, v in zip(crops, views)), params_seeds
+    def crop_resize(crops, uniforms):
+        resized = tuple(transforms.resize_crop(c, v, scaled=False) for c, v in zip(crops, views))
+        return resized, uniforms
 
-    def photometric(images, params_seeds):
-        out = []
-        for image, seed, view in zip(images, params_seeds, views):
-            params = tf.nest.map_structure(
-                lambda value: value[None], transforms.sample_view_params(seed, view)
-            )
-            out.append(transforms.apply_view_params_batch(image[None], params, view)[0])
-        return tuple(out)
+    def photometric(images, uniforms):
+        return opencv_photometric.apply_two_views(
+            images[0], uniforms[0], images[1], uniforms[1], augmentation, 1.0 / 255.0
+        )
 
     source = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths), tf.range(len(paths), dtype=tf.int64))
     )
-    # Cumulative: each stage runs fused with those before it, as in the pipeline; its cost is the
+    # Cumulative: each stage runs after those before it, as in the pipeline; its cost is the
     # difference from the one before.
-    fns = (read_decode, crop_resize, photometric)
-    totals = []
-    for depth in range(1, 4):
-
-        def fused(*element, depth=depth):
-            for fn in fns[:depth]:
-                element = fn(*element)
-            return element
-
-        mapped = source.map(fused, num_parallel_calls=tf.data.AUTOTUNE)
-        totals.append(_pass_cpu(mapped, workers))
-    totals.append(_pass_cpu(mapped.batch(batch_size, drop_remainder=True), workers))
-    names = ("read_decode", "crop_resize", "photometric", "batching")
-    stages = {name: (b - a) / len(paths) for name, a, b in zip(names, [0.0] + totals, totals)}
-    stages["sample"] = len(paths)
-    return stages
+    per_image = source.map(read_decode, num_parallel_calls=tf.data.AUTOTUNE)
+    resized = per_image.map(lambda *e: crop_resize(*e), num_parallel_calls=tf.data.AUTOTUNE)
+    batched = resized.batch(batch_size, drop_remainder=True)
+    augmented = batched.map(photometric, num_parallel_calls=tf.data.AUTOTUNE)
+    totals = [_pass_cpu(dataset, workers) for dataset in (per_image, resized, batched, augmented)]
+    steps = dict(zip(("read_decode", "crop_resize", "batching", "photometric"),
+                     np.diff([0.0] + totals) / len(paths)))
+    return {**steps, "sample": len(paths)}
 
 
 def run_released(folder, images, batch_size, workers, stage_sample=0):

@@ -1,9 +1,10 @@
-"""Decoding encoded images with their crop: a JPEG decodes only the pixels of its crop window.
+"""Decoding encoded images with their crops.
 
-`tf.image.decode_and_crop_jpeg` decodes a window chosen from the JPEG's header
-(`tf.image.extract_jpeg_shape`), so that the pixels outside a random crop, most of an ImageNet
-photo at crop scale 0.08, are never decoded. Any other format `tf.io.decode_image` reads (PNG, GIF,
-BMP, WebP) is decoded whole, then cropped: the same crop as of the decoded image.
+One crop of a JPEG is decoded with its window (`tf.image.decode_and_crop_jpeg`, the window chosen
+from the JPEG's header, `tf.image.extract_jpeg_shape`), so that the pixels outside it are never
+decoded; the two views of a pretraining pair share one whole decode (`decode_view_crops`). Any
+other format `tf.io.decode_image` reads (PNG, GIF, BMP, WebP) is decoded whole, then cropped: the
+same crop as of the decoded image.
 
 Given a pixel budget, the size the header declares is checked first (`image_headers`), so that an
 image over the budget fails before a decoder allocates it, and the pipeline skips it.
@@ -55,10 +56,14 @@ def _other_checks(data, max_pixels):
 
 
 def decode_view_crops(image, crop_seeds, views, max_pixels=None):
-    """The crops of several views of an image, a JPEG decoded per view with its crop only.
+    """The crops of several views of an image, decoded once.
 
-    Only the decoding branches on the format (control flow inside tf.data functions is costly,
-    nested control flow more so); the crop windows are drawn in one vectorised computation.
+    With two views or more, a JPEG is decoded whole once and cropped per view: decoding with a
+    crop window (`tf.image.decode_and_crop_jpeg`) still reads the whole compressed stream up to
+    the window's last row, so two windowed decodes of an ImageNet-size photo cost more than one
+    whole decode (docs/performance.md), and the crops are exactly those of the decoded image. A
+    single view keeps the windowed decode. Only the decoding branches on the format (control flow
+    inside tf.data functions is costly); the crop windows are drawn in one vectorised computation.
 
     Args:
         image: a scalar string tensor (encoded image), or a decoded image tensor.
@@ -76,22 +81,23 @@ def decode_view_crops(image, crop_seeds, views, max_pixels=None):
         scales, ratios = [v.crop_scale for v in views], [v.crop_ratio for v in views]
         return tf.unstack(transforms.crop_windows(shape, draws, scales, ratios))
 
-    if image.dtype != tf.string:
-        return [transforms.crop_to_window(image, window) for window in windows(tf.shape(image))]
-
-    def fused():
-        shape = tf.image.extract_jpeg_shape(image)
-        with tf.control_dependencies(image_headers.budget_checks(shape[0], shape[1], max_pixels)):
-            return [
-                tf.image.decode_and_crop_jpeg(image, window, channels=view.channels)
-                for window, view in zip(windows(shape), views)
-            ]
-
-    def decode_once():
-        with tf.control_dependencies(_other_checks(image, max_pixels)):
-            decoded = tf.io.decode_image(
-                image, channels=views[0].channels, expand_animations=False
-            )
+    def crops_of(decoded):
         return [transforms.crop_to_window(decoded, window) for window in windows(tf.shape(decoded))]
 
-    return tf.cond(tf.io.is_jpeg(image), fused, decode_once)
+    if image.dtype != tf.string:
+        return crops_of(image)
+    channels = views[0].channels
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(image)
+        with tf.control_dependencies(image_headers.budget_checks(shape[0], shape[1], max_pixels)):
+            if len(views) > 1:
+                return crops_of(tf.image.decode_jpeg(image, channels=channels))
+            return [tf.image.decode_and_crop_jpeg(image, windows(shape)[0], channels=channels)]
+
+    def other():
+        with tf.control_dependencies(_other_checks(image, max_pixels)):
+            decoded = tf.io.decode_image(image, channels=channels, expand_animations=False)
+        return crops_of(decoded)
+
+    return tf.cond(tf.io.is_jpeg(image), jpeg, other)

@@ -1,9 +1,13 @@
 """The pretraining pipeline: batches of two augmented views `(view_a, view_b)`, labels optional.
 
     source -> shard -> shuffle -> per-element seeds
-      -> per image: decode (fused decode-and-crop for JPEG), crop, resize, draw the other choices
+      -> per image: decode (once for both views), crop, resize, draw the other choices
       -> skip unreadable images (and those over the pixel budget) -> batch (drop remainder)
       -> per batch: flip, colour jitter, grayscale, blur, solarize, normalise -> prefetch
+
+Views over `batching.BATCH_AUGMENT_MAX_PIXELS` (ImageNet's 224) take the per-batch half with
+OpenCV's kernels where OpenCV imports (`transforms.opencv_photometric`: the same views to float
+rounding, several times faster per pass at that size); smaller ones with TensorFlow's.
 
 With `photometric_device="accelerator"` the pipeline stops at the resize and yields uint8 crops;
 the per-batch half runs in the train step (`keras_vicreg.models.PhotometricAugmentation`).
@@ -14,7 +18,7 @@ as a small image's arithmetic. `batching.choose_route` picks how: images in memo
 per-image map altogether (`transforms.batch_two_views` on gathered batches, random draws per
 batch), and views over `batching.BATCH_AUGMENT_MAX_PIXELS` are augmented whole per image, as
 batches of one, where the arithmetic dominates and a batch's tensors would outgrow the CPU's
-caches.
+caches, unless OpenCV's kernels take them (above).
 """
 
 import tensorflow as tf
@@ -23,6 +27,8 @@ from keras_vicreg.data import batching
 from keras_vicreg.data import decode
 from keras_vicreg.data import image_headers
 from keras_vicreg.data import transforms
+from keras_vicreg.data.transforms import draws
+from keras_vicreg.data.transforms import opencv_photometric
 
 
 # Where the photometric half of the views runs: in the pipeline, or in the train step
@@ -30,7 +36,8 @@ from keras_vicreg.data import transforms
 PHOTOMETRIC_DEVICES = ("host", "accelerator")
 
 
-def _resized_two_views(image, seed, augmentation, max_pixels=None, photometric=True):
+def _resized_two_views(image, seed, augmentation, max_pixels=None, photometric=True,
+                       kernels="tensorflow"):
     """The per-image half of `encoded_two_views`: both views resized, and their random choices.
 
     Args:
@@ -39,6 +46,9 @@ def _resized_two_views(image, seed, augmentation, max_pixels=None, photometric=T
         augmentation: a `TwoViewAugmentation`.
         max_pixels: the pixel budget of an encoded image, checked from its header before decoding.
         photometric: False: the crops only, as uint8 (`transforms.to_uint8`), no other draws.
+        kernels: "tensorflow": the other choices as `transforms.ViewParams`; "opencv": their
+            uniforms (`draws.sample_view_uniforms`), which `opencv_photometric` maps itself, and
+            the crops resized but not yet scaled to [0, 1] (`transforms.resize`).
 
     Returns:
         (image_a, params_a, image_b, params_b): per view, its crop from `transforms.resize_crop`
@@ -49,19 +59,34 @@ def _resized_two_views(image, seed, augmentation, max_pixels=None, photometric=T
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     crop_seeds, params_seeds = zip(*(transforms.split_view_seed(s) for s in seeds))
     crops = decode.decode_view_crops(image, crop_seeds, views, max_pixels)
-    resized = [transforms.resize_crop(crop, view) for crop, view in zip(crops, views)]
+    # OpenCV's path scales and clips the resized crops itself, in its first pass over them.
+    scaled = kernels != "opencv" or not photometric
+    resized = [transforms.resize_crop(crop, view, scaled) for crop, view in zip(crops, views)]
     if not photometric:
         return tuple(transforms.to_uint8(image) for image in resized)
-    params = [transforms.sample_view_params(s, view) for s, view in zip(params_seeds, views)]
+    if kernels == "opencv":
+        params = [draws.sample_view_uniforms(s) for s in params_seeds]
+    else:
+        params = [transforms.sample_view_params(s, view) for s, view in zip(params_seeds, views)]
     return resized[0], params[0], resized[1], params[1]
 
 
-def _augment_two_views(image_a, params_a, image_b, params_b, augmentation):
+def _augment_two_views(image_a, params_a, image_b, params_b, augmentation, kernels="tensorflow",
+                       input_scale=1.0):
     """The per-batch half of `encoded_two_views`, on batches of `_resized_two_views`' outputs.
+
+    Args:
+        kernels: "tensorflow" (`transforms.apply_view_params_batch`) or "opencv"
+            (`opencv_photometric.apply_two_views`, the same views to float rounding).
+        input_scale: with "opencv", what maps the resized crops to [0, 1]
+            (`transforms.input_scale` of the decoded images' dtype).
 
     Returns:
         (view_a, view_b), each float32 (batch, size, size, channels), normalised.
     """
+    if kernels == "opencv":
+        return opencv_photometric.apply_two_views(image_a, params_a, image_b, params_b,
+                                                  augmentation, input_scale)
     return (
         transforms.apply_view_params_batch(image_a, params_a, augmentation.view_a),
         transforms.apply_view_params_batch(image_b, params_b, augmentation.view_b),
@@ -168,6 +193,11 @@ def two_view_dataset(
             shuffle_files=bool(shuffle_buffer),
         )
     route = batching.choose_route(augmentation.view_a, in_memory=dataset is None)
+    kernels = "tensorflow"
+    if route == "per_image" and photometric and opencv_photometric.available():
+        # Large views with OpenCV's kernels, a batch per call: fewer handovers of Python's lock
+        # between tf.data's threads than a call per image (docs/performance.md).
+        route, kernels = "per_batch", "opencv"
     if route == "in_memory":
         return _array_pairs(
             source, batch_size, augmentation, seed, shuffle=bool(shuffle_buffer),
@@ -180,15 +210,21 @@ def two_view_dataset(
         dataset, sharded, seed, shuffle_buffer, input_context, batch_size
     )
 
+    image_dtype = tf.nest.flatten(dataset.element_spec)[0].dtype
+    input_scale = transforms.input_scale(tf.uint8 if image_dtype == tf.string else image_dtype)
+
     def resized(element, element_seed):
         parts = _resized_two_views(
-            element[0], element_seed, augmentation, max_image_pixels, photometric
+            element[0], element_seed, augmentation, max_image_pixels, photometric, kernels
         )
         return (*parts, tf.cast(element[1], tf.int32)) if labelled else parts
 
     def views(*batch):
         count = 4 if photometric else 2
-        pair = _augment_two_views(*batch[:4], augmentation) if photometric else batch[:2]
+        if not photometric:
+            pair = batch[:2]
+        else:
+            pair = _augment_two_views(*batch[:4], augmentation, kernels, input_scale)
         return (pair, batch[count]) if labelled else pair
 
     dataset = batching.map_and_batch(

@@ -23,7 +23,7 @@ import tensorflow as tf
 _CROP_UNIFORMS = 22
 _CROP_FIELDS = {"area": (0, 10), "log_ratio": (10, 20), "offset": (20, 22)}
 # The uniforms behind the other choices of one view; `_view_params` gives each its meaning.
-_VIEW_UNIFORMS = 14
+VIEW_UNIFORMS = 14
 
 
 class CropDraws(typing.NamedTuple):
@@ -89,7 +89,7 @@ def sample_batch_crop_draws(seed, count):
 
 
 def _view_params(uniforms, view):
-    """`ViewParams` of uniforms (..., `_VIEW_UNIFORMS`) under a `ViewAugmentation`."""
+    """`ViewParams` of uniforms (..., `VIEW_UNIFORMS`) under a `ViewAugmentation`."""
     low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
     low.append(-view.hue)
     high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
@@ -107,6 +107,12 @@ def _view_params(uniforms, view):
     )
 
 
+def sample_view_uniforms(seed):
+    """The uniforms (`VIEW_UNIFORMS`,) behind `sample_view_params(seed, view)`, for code that maps
+    them to `ViewParams` itself (`opencv_photometric.view_params`)."""
+    return tf.random.stateless_uniform([VIEW_UNIFORMS], seed)
+
+
 def sample_view_params(seed, view):
     """Draws every random choice of one view except its crop window.
 
@@ -117,12 +123,12 @@ def sample_view_params(seed, view):
     Returns:
         `ViewParams` of scalars (vectors of 4 for the jitter's factors and order).
     """
-    return _view_params(tf.random.stateless_uniform([_VIEW_UNIFORMS], seed), view)
+    return _view_params(sample_view_uniforms(seed), view)
 
 
 def sample_batch_view_params(seed, view, count):
     """`ViewParams` of `count` images from one seed, each image with its own choices."""
-    return _view_params(tf.random.stateless_uniform([count, _VIEW_UNIFORMS], seed), view)
+    return _view_params(tf.random.stateless_uniform([count, VIEW_UNIFORMS], seed), view)
 
 
 def fixed_view_params(view, count):
@@ -130,7 +136,7 @@ def fixed_view_params(view, count):
 
     Such a view's choices do not depend on the uniforms; those of 0 give them without a draw.
     """
-    return _view_params(tf.zeros([count, _VIEW_UNIFORMS]), view)
+    return _view_params(tf.zeros([count, VIEW_UNIFORMS]), view)
 
 
 def stack_draws(draws):

@@ -110,7 +110,7 @@ def crop_to_window(image, window):
     return crop
 
 
-def resize(image, image_size, interpolation="bicubic", antialias=False):
+def resize(image, image_size, interpolation="bicubic", antialias=False, scaled=True):
     """Resizes a crop to `image_size` x `image_size`; returns float32 in [0, 1].
 
     Args:
@@ -118,13 +118,22 @@ def resize(image, image_size, interpolation="bicubic", antialias=False):
         image_size: the output side.
         interpolation: one of `INTERPOLATIONS`.
         antialias: low-pass filter when shrinking, as PIL's resize does.
+        scaled: False: leave the values as `tf.image.resize` gives them, in the input's range and
+            not clipped (cubic filters overshoot), for a caller that scales and clips them itself
+            (`opencv_photometric`: `input_scale(image.dtype)`, then clip to [0, 1]).
 
     Returns:
         float32 tensor of shape (image_size, image_size, channels).
     """
-    scale = 1.0 / 255.0 if image.dtype == tf.uint8 else 1.0
-    image = tf.image.resize(image, [image_size, image_size], interpolation, antialias=antialias)
-    return tf.clip_by_value(image * scale, 0.0, 1.0)
+    resized = tf.image.resize(image, [image_size, image_size], interpolation, antialias=antialias)
+    if not scaled:
+        return resized
+    return tf.clip_by_value(resized * input_scale(image.dtype), 0.0, 1.0)
+
+
+def input_scale(dtype):
+    """What maps images of `dtype` to [0, 1]: 1 / 255 for uint8, 1 for floats."""
+    return 1.0 / 255.0 if dtype == tf.uint8 else 1.0
 
 
 def to_uint8(image):
@@ -154,12 +163,13 @@ def convert_channels(image, channels):
     return image
 
 
-def resize_crop(crop, view):
+def resize_crop(crop, view, scaled=True):
     """A crop at the view's size and channels, float32 in [0, 1]: the per-image part of a view.
 
-    The rest of the view, `apply_view_params_batch`, runs on batches of these.
+    The rest of the view, `apply_view_params_batch`, runs on batches of these. `scaled`: see
+    `resize`.
     """
-    image = resize(crop, view.image_size, view.interpolation, view.antialias)
+    image = resize(crop, view.image_size, view.interpolation, view.antialias, scaled)
     return convert_channels(image, view.channels)
 
 

@@ -20,8 +20,8 @@ from keras import ops
 from keras_vicreg.data.transforms import draws
 from keras_vicreg.data.transforms import presets
 
-# Uniforms behind one view's photometric choices (`draws._VIEW_UNIFORMS`, the same meaning).
-VIEW_UNIFORMS = 14
+# Uniforms behind one view's photometric choices, with the same meaning as `draws`'.
+VIEW_UNIFORMS = draws.VIEW_UNIFORMS
 # The jitter's "operation" of an image it leaves unchanged (`colour._UNCHANGED`).
 _UNCHANGED = 4
 
