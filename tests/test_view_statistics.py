@@ -6,7 +6,9 @@ The reference is `transforms.two_views`, one image and one seed at a time. Per p
 
 - The per-batch host path (`two_view_dataset` of images it decodes: crop and resize per image, the
   rest per batch) draws from the same per-image seeds: its views equal the reference's, pixel for
-  pixel to float rounding.
+  pixel to float rounding. At 224 pixels that half runs with OpenCV's kernels, held to
+  TensorFlow's to float rounding for the same draws, the whole pipeline too, in
+  tests/test_opencv_photometric.py.
 - The in-memory path (`batch_two_views`) draws each batch's choices from the batch's seed, and the
   accelerator path (`PhotometricAugmentation`, in the train step) from `keras.random`: their views
   must match the reference's in distribution. Compared over N views: per-channel means and spreads

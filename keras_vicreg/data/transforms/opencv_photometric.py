@@ -3,16 +3,18 @@
 The same computation as `apply.apply_view_params_batch` (flip, colour jitter in each image's own
 order, grayscale, blur, solarize, normalise) for the same `ViewParams`, pixel for pixel to float
 rounding (tests/test_opencv_photometric.py), in float32 as there. Why OpenCV: at 224 pixels a
-TensorFlow op in a tf.data map is a pass over the image that costs 4 to 10 times OpenCV's
-vectorised kernel for the same pass, and the jitter's steps are several ops each; here each step of
-the jitter is one `cv2.transform` (a colour matrix and offset per pixel) and a clip, and the blur
-is one separable filter of the same taps (`cv2.sepFilter2D`, reflected borders) instead of two
-dense matrix products. The measurements are in docs/performance.md.
+TensorFlow op in a tf.data map is a pass over the image that costs several times OpenCV's
+vectorised kernel for the same pass, and a jitter step is several ops; here a jitter step is one
+OpenCV pass (a scalar blend, or `cv2.transform`'s colour matrix) and a clip, and the blur one
+separable filter of the same taps (`cv2.sepFilter2D`, reflected borders) instead of two dense
+matrix products. Written by hand: no library has torchvision's jitter on float images with an
+order per image. The measurements are in docs/performance.md.
 
-The choices still come from TensorFlow's stateless draws (`draws.sample_view_params`), so a seed
-gives the same views as before; the images cross into NumPy once per image, both views in one
-`tf.numpy_function` call. OpenCV releases Python's lock inside its kernels, so tf.data's threads
-run them side by side. Without OpenCV (`available()` False) the pipeline keeps TensorFlow's ops.
+The choices still come from TensorFlow's stateless draws (`draws.sample_view_uniforms`, mapped by
+`view_params` as `draws` maps them), so a seed gives the same views whichever kernels run. A batch
+crosses into NumPy once, both views in one `tf.numpy_function` call: each OpenCV call hands
+Python's lock back, and long calls share two threads better than an image's worth of short ones.
+Without OpenCV (`available()` False) the pipeline keeps TensorFlow's ops.
 """
 
 import functools
