@@ -39,16 +39,17 @@ def _run(workdir, *overrides):
 
 
 def _assert_same_weights(final, reference):
-    """Every weight and optimizer variable of two runs' checkpoints equal to 1e-6 (a few ulps).
+    """Every weight and optimizer variable of two runs' checkpoints equal to 1e-6 absolute.
 
     Not bit for bit: TensorFlow's CPU kernels in two processes have rounded one element of one
     variable one ulp apart (CI, a killed-and-resumed run against an uninterrupted one), with
-    oneDNN off. A resume that redid, skipped or lost a step, or the optimizer's momentum, is
-    off by orders of magnitude more.
+    oneDNN off, and later steps carry such an ulp on: a momentum entry of -0.0049837 came out
+    1.9e-7 off in one CI run. A resume that redid, skipped or lost a step, or the optimizer's
+    momentum, is off by a step's update, orders of magnitude more.
     """
     assert final.keys() == reference.keys()
     for name, value in reference.items():
-        np.testing.assert_allclose(final[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(final[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def _checkpoint(workdir, step):

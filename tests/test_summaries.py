@@ -121,9 +121,11 @@ def test_tensorboard_summaries_write_every_summary_at_the_run_steps(tmp_path):
                 "embeddings/effective_rank", "representations/effective_rank"):
         assert events[tag] == [12]  # the multiples of 4 among the run's steps 11-14
     assert events["augmented_pairs"] == [10]
-    # Inference-mode forward passes only: training is unchanged by the summaries.
+    # Inference-mode forward passes only: training is unchanged by the summaries. To an ulp, not
+    # bit for bit: two weights of 16 came out one float32 step apart once in a full CI run (not
+    # reproduced alone); a training-mode pass or a drawn number would move them far more.
     for a, b in zip(weights[False], weights[True], strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_progress_printer_prints_the_step_epoch_terms_and_speed():
