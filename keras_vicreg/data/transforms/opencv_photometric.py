@@ -27,10 +27,9 @@ import tensorflow as tf
 from keras_vicreg.data.transforms import draws
 from keras_vicreg.data.transforms import presets
 
-try:
-    import cv2
-except ImportError:  # the pipeline falls back to TensorFlow's ops
-    cv2 = None
+# OpenCV, imported on first use (`available`): its import starts a thread pool, which processes
+# that never build a large-view pipeline have no use for.
+cv2 = None
 
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
 # Blur taps below this are 0 (`gaussian_kernel`).
@@ -38,8 +37,15 @@ _SMALLEST_TAP = np.float32(1e-9)
 
 
 def available():
-    """Whether OpenCV imports here (the `opencv-python-headless` dependency)."""
-    return cv2 is not None
+    """Whether OpenCV imports here (the `opencv-python-headless` dependency); imports it."""
+    global cv2
+    if cv2 is None:
+        try:
+            import cv2 as module
+        except ImportError:  # the pipeline falls back to TensorFlow's ops
+            return False
+        cv2 = module
+    return True
 
 
 class _ViewConstants(typing.NamedTuple):
@@ -204,6 +210,8 @@ def apply_view(image, params, view, out=None, input_scale=1.0, scratch=None):
     Returns:
         `out` (or a new array), the view, normalised.
     """
+    if not available():
+        raise ImportError("OpenCV's kernels need `pip install opencv-python-headless`.")
     channels = image.shape[-1]
     out = np.empty(image.shape, np.float32) if out is None else out
     scratch = np.empty(image.shape, np.float32) if scratch is None else scratch
@@ -273,6 +281,8 @@ def apply_two_views(image_a, uniforms_a, image_b, uniforms_b, augmentation, inpu
     Returns:
         (view_a, view_b), float32 of the images' shapes, normalised.
     """
+    if not available():
+        raise ImportError("OpenCV's kernels need `pip install opencv-python-headless`.")
     views = (augmentation.view_a, augmentation.view_b)
     # tf.data's threads are the parallelism: OpenCV's own pool beside them only costs CPU time
     # (a fifth more per image here, docs/performance.md). This sets it for the whole process.
