@@ -88,12 +88,18 @@ def sample_batch_crop_draws(seed, count):
     return _crop_draws(tf.random.stateless_uniform([count, _CROP_UNIFORMS], seed))
 
 
-def _view_params(uniforms, view):
-    """`ViewParams` of uniforms (..., `VIEW_UNIFORMS`) under a `ViewAugmentation`."""
+def jitter_bounds(view):
+    """(low, high): the ranges of the jitter's brightness, contrast and saturation factors and hue
+    shift, as lists of 4 numbers; every mapping of uniforms to `ViewParams` reads them here."""
     low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
     low.append(-view.hue)
     high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
-    low, high = tf.constant(low), tf.constant(high)
+    return low, high
+
+
+def _view_params(uniforms, view):
+    """`ViewParams` of uniforms (..., `VIEW_UNIFORMS`) under a `ViewAugmentation`."""
+    low, high = (tf.constant(bounds) for bounds in jitter_bounds(view))
     sigma_low, sigma_high = view.blur_sigma
     return ViewParams(
         flip=uniforms[..., 0] < view.flip_prob,

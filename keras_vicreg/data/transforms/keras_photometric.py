@@ -28,9 +28,7 @@ _UNCHANGED = 4
 
 def view_params(uniforms, view):
     """`ViewParams` of uniforms (batch, `VIEW_UNIFORMS`) in [0, 1), as `draws._view_params`."""
-    low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
-    low.append(-view.hue)
-    high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
+    low, high = draws.jitter_bounds(view)
     low = ops.convert_to_tensor(np.array(low, np.float32))
     high = ops.convert_to_tensor(np.array(high, np.float32))
     sigma_low, sigma_high = view.blur_sigma

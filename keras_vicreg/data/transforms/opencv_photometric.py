@@ -62,10 +62,7 @@ class _ViewConstants(typing.NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def _constants(view):
-    low = [max(0.0, 1.0 - s) for s in (view.brightness, view.contrast, view.saturation)]
-    low.append(-view.hue)
-    high = [1.0 + view.brightness, 1.0 + view.contrast, 1.0 + view.saturation, view.hue]
-    low, high = np.array(low, np.float32), np.array(high, np.float32)
+    low, high = (np.array(bounds, np.float32) for bounds in draws.jitter_bounds(view))
     sigma_low, sigma_high = view.blur_sigma
     return _ViewConstants(
         jitter_low=low,
