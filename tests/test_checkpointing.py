@@ -58,6 +58,19 @@ def state(model):
     return [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
 
 
+def assert_same_training(expected, actual):
+    """Two runs' weights and optimizer variables equal to a few float32 ulps.
+
+    Not bit for bit: with op determinism on and oneDNN off, TensorFlow's CPU kernels still rounded
+    a few elements one ulp apart between two runs in one process, once in several CI runs, and
+    later steps carry it (2.5e-6 relative, 7.5e-9 absolute). A resume that redoes, skips or loses
+    a step, or the optimizer's momentum, is off by a whole update: orders of magnitude more.
+    Restores, which copy, are still compared bit for bit.
+    """
+    for a, b in zip(expected, actual, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
 def run(directory, seed=0, interrupt_after=None, every_steps=3):
     model = make_model(seed)
     start = checkpointing.restore_latest(model, directory)
@@ -106,8 +119,13 @@ def test_a_run_interrupted_mid_epoch_resumes_and_reaches_the_uninterrupted_weigh
 
     assert start == 6
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == STEPS_PER_EPOCH * EPOCHS
-    for a, b in zip(state(uninterrupted[0]), state(resumed), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(state(uninterrupted[0]), state(resumed))
+
+
+def test_the_tolerance_tells_a_run_one_step_short(tmp_path, uninterrupted):
+    short, _ = run(str(tmp_path), interrupt_after=7)  # the last step is missing
+    with pytest.raises(AssertionError):
+        assert_same_training(state(uninterrupted[0]), state(short))
 
 
 def test_restoring_restores_the_weights_and_the_optimizer_state(uninterrupted):
@@ -179,8 +197,7 @@ def test_one_fit_over_several_epochs_trains_as_a_fit_per_epoch(dataset_fn):
         assert recorder.epochs == [(0, 3, STEPS_PER_EPOCH), (1, 3, STEPS_PER_EPOCH),
                                    (2, 3, STEPS_PER_EPOCH)]
     # Each epoch read from its own dataset's start, the longer ones included.
-    for a, b in zip(results[1][0], results[16][0], strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(results[1][0], results[16][0])
 
 
 def test_fits_cover_at_most_epochs_per_fit_and_a_partial_epoch_alone():
@@ -322,8 +339,7 @@ def test_a_stop_signal_checkpoints_the_step_and_the_relaunch_reaches_the_uninter
 
     resumed, start = run(directory, seed=1)
     assert start == 5
-    for a, b in zip(state(uninterrupted[0]), state(resumed), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(state(uninterrupted[0]), state(resumed))
 
 
 def test_without_a_signal_the_stop_signal_changes_nothing(tmp_path, uninterrupted):
@@ -334,8 +350,7 @@ def test_without_a_signal_the_stop_signal_changes_nothing(tmp_path, uninterrupte
             callbacks=[checkpointing.StepCheckpoint(str(tmp_path), 3, keep=20, stop_signal=stop)],
         )
     assert stop.received is None
-    for a, b in zip(state(uninterrupted[0]), state(model), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(state(uninterrupted[0]), state(model))
 
 
 def test_a_checkpoint_holding_nan_is_skipped_on_resume_and_not_named_finite(tmp_path, capsys):
