@@ -1,5 +1,6 @@
 """Tests of keras_vicreg.training.checkpointing: step checkpoints and a fit that resumes mid-epoch."""
 
+import json
 import os
 import signal
 
@@ -12,6 +13,7 @@ from keras_vicreg import LARS
 from keras_vicreg import VICReg
 from keras_vicreg import WarmupCosine
 from keras_vicreg.training import checkpointing
+from keras_vicreg.training import durable_files
 from keras_vicreg.training import preemption
 
 pytestmark = pytest.mark.backend_neutral
@@ -301,10 +303,15 @@ def test_json_is_written_atomically_and_replaces_the_old_file(tmp_path):
     path = str(tmp_path / "sub" / "config.json")
     checkpointing.write_json_atomically(path, {"b": 1, "a": [1, 2]})
     checkpointing.write_json_atomically(path, {"c": 3})
-    import json
-
     assert json.load(open(path)) == {"c": 3}
     assert os.listdir(tmp_path / "sub") == ["config.json"]
+
+
+def test_results_json_keeps_the_key_order_and_writes_numpy_scalars(tmp_path):
+    path = durable_files.write_results_json(str(tmp_path), {"rows": {"b": 1, "a": np.float32(0.5)}})
+    assert path == str(tmp_path / "results.json")
+    assert list(json.load(open(path))["rows"].items()) == [("b", 1), ("a", 0.5)]
+    assert os.listdir(tmp_path) == ["results.json"]
 
 
 class SignalAt(keras.callbacks.Callback):

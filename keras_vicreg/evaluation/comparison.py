@@ -16,7 +16,6 @@ Nothing is chosen on the test set. The first row is computed by the file a user 
 table's figure is what that file scores.
 """
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +31,7 @@ from keras_vicreg.evaluation.knn import topk_accuracy
 from keras_vicreg.evaluation.linear import extract_features
 from keras_vicreg.evaluation.linear import linear_evaluation_on_features
 from keras_vicreg.models.backbones.resizing import at_image_size
+from keras_vicreg.training import durable_files
 
 EXPORTED = "VICReg, exported SavedModel (serve)"
 AT_PRETRAINING_SIZE = "VICReg, backbone.keras at the pretraining size"
@@ -223,6 +223,5 @@ def write_report(workdir, rows, timings, *, start_step, total_steps, details):
         file.write(markdown + "\n")
     results = {"rows": rows, "start_step": start_step,
                **{f"{name}_seconds": seconds for name, seconds in timings.items()}, **details}
-    with open(paths[1], "w") as file:
-        json.dump(results, file, indent=2)
+    durable_files.write_results_json(workdir, results)
     return (markdown, *paths)

@@ -43,6 +43,7 @@ from keras_vicreg.evaluation import knn as knn_lib
 from keras_vicreg.evaluation import linear
 from keras_vicreg.evaluation import vissl_linear
 from keras_vicreg.evaluation.finetune import finetune
+from keras_vicreg.training import durable_files
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
 
@@ -280,9 +281,7 @@ def write_results(workdir, protocol, results, config, backbone_path, spec):
         "config": json.loads(config.to_json_best_effort()) if hasattr(
             config, "to_json_best_effort") else dict(config),
     }
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "results.json"), "w") as file:
-        json.dump(record, file, indent=2, default=float)
+    durable_files.write_results_json(workdir, record)
     return record
 
 

@@ -41,6 +41,7 @@ from keras_vicreg.evaluation import linear
 from keras_vicreg.evaluation import runs
 from keras_vicreg.evaluation import svm
 from keras_vicreg.models.backbones.resnet_backbone import resnet
+from keras_vicreg.training import durable_files
 
 GENERATED = "generated"
 TARGETS_KEY = "svm_targets"
@@ -145,7 +146,5 @@ def run_svm_eval(config, *, workdir, data_dir=None):
         test_images=len(test_features), feature_width=int(train_features.shape[1]), **results,
         config=json.loads(config.to_json_best_effort()),
     )
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "results.json"), "w") as file:
-        json.dump(record, file, indent=2)
+    durable_files.write_results_json(workdir, record)
     return record

@@ -31,21 +31,34 @@ def fsync(path):
         os.close(descriptor)
 
 
-def write_json_atomically(path, value):
+def write_json_atomically(path, value, default=None, sort_keys=True):
     """Writes `value` as JSON to `path` so that a reader sees the old file or the new one, whole.
 
     Written under a temporary name, flushed to disk, then renamed over `path` (local paths and,
-    through `tf.io.gfile`, cloud storage).
+    through `tf.io.gfile`, cloud storage). `default` and `sort_keys` are `json.dump`'s: how to
+    write what JSON has no type for (`float` for NumPy scalars), and whether to sort the keys
+    (False keeps an order that means something: a table's rows, a dataset's classes).
     """
     directory = os.path.dirname(path) or "."
     gfile.makedirs(directory)
     partial = os.path.join(directory, TEMPORARY_PREFIX + os.path.basename(path))
     with gfile.GFile(partial, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
+        json.dump(value, file, indent=2, sort_keys=sort_keys, default=default)
     fsync(partial)
     gfile.rename(partial, path, overwrite=True)
     fsync(directory)
 
+
+
+def write_results_json(workdir, record):
+    """Writes an evaluation's `record` to `<workdir>/results.json` atomically; returns the path.
+
+    The keys keep their order (a table's rows, a dataset's classes) and NumPy scalars are written
+    as floats.
+    """
+    path = os.path.join(workdir, "results.json")
+    write_json_atomically(path, record, default=float, sort_keys=False)
+    return path
 
 def holds_finite_values(path):
     """Whether every array in a checkpoint file (weights and optimizer state) is finite."""

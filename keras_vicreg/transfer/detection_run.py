@@ -32,6 +32,7 @@ import keras
 from keras_vicreg.data import detection_data
 from keras_vicreg.evaluation import runs
 from keras_vicreg.models.backbones import resnet_backbone
+from keras_vicreg.training import durable_files
 from keras_vicreg.transfer import backbone as transfer_backbone
 from keras_vicreg.transfer import detection
 
@@ -153,7 +154,5 @@ def run_detection(config, *, workdir, data_dir=None):
         "backend": keras.backend.backend(),
         "config": json.loads(config.to_json_best_effort()),
     }
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "results.json"), "w") as file:
-        json.dump(record, file, indent=2)
+    durable_files.write_results_json(workdir, record)
     return record

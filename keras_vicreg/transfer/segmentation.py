@@ -31,6 +31,7 @@ from keras_vicreg import export
 from keras_vicreg.data import canvases
 from keras_vicreg.data import segmentation_data
 from keras_vicreg.evaluation import runs
+from keras_vicreg.training import durable_files
 from keras_vicreg.transfer import backbone as transfer_backbone
 from keras_vicreg.transfer.pyramid import deepest_level
 from keras_vicreg.transfer.pyramid import pyramid_encoder
@@ -234,7 +235,5 @@ def run_segmentation(config, *, workdir, data_dir=None):
         final_train_loss=float(history.history["loss"][-1]), **results,
         config=json.loads(config.to_json_best_effort()),
     )
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "results.json"), "w") as file:
-        json.dump(record, file, indent=2)
+    durable_files.write_results_json(workdir, record)
     return record
