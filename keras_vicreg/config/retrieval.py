@@ -31,6 +31,8 @@ as it is published, VSE++'s training otherwise, see docs/reproducing.md) and
                             (the mean over folds of fold_images images); headline's copied to the
                             top of results.json
     evaluate_untrained      also score the model before training (the baseline of the results)
+    checkpoint_every_steps  the interval of the training's checkpoints (also written at each
+                            epoch end and on SIGTERM or SIGINT); a rerun in the workdir resumes
     eval_batch_size, seed, verbose
 """
 
@@ -81,6 +83,7 @@ def default_config():
     config.ks = (1, 5, 10)
     config.headline = "5k"
     config.evaluate_untrained = False
+    config.checkpoint_every_steps = 1000
     config.eval_batch_size = 256
     config.seed = 0
     config.verbose = 2
@@ -122,7 +125,7 @@ def validate(config):
                        ("image_size", 8), ("text.embedding_dim", 1), ("text.units", 1),
                        ("batch_size", 2), ("epochs", 0), ("lr_decay_epochs", 1),
                        ("shuffle_buffer", 0), ("centering_size", 0), ("fold_images", 1),
-                       ("eval_batch_size", 1)):
+                       ("eval_batch_size", 1), ("checkpoint_every_steps", 1)):
         checks.at_least(problems, f"config.{key}", flat[f"config.{key}"], least)
     checks.at_least(problems, "config.learning_rate", config.learning_rate, 0.0, strict=True)
     checks.at_least(problems, "config.lr_decay_factor", config.lr_decay_factor, 0.0, strict=True)

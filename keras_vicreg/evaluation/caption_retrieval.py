@@ -14,6 +14,12 @@ hinge loss with hard negatives and VSE++'s 1,024-wide linear projections become 
 no ImageNet-pretrained ResNet-152 is built in (give one with `image_backbone`), the whole image
 branch trains from the first step (VSE++ freezes the ResNet first and fine-tunes it later), and
 each side is centred before scoring (VSE++ scores its normalised embeddings as they are).
+
+With a workdir the training resumes: the weights and Adam's state are checkpointed every
+`checkpoint_every_steps` steps, at each epoch end and on SIGTERM or SIGINT (which then raises
+`preemption.Preempted`), and a rerun in the same workdir restores the newest checkpoint that loads
+and goes on from its step (`training.checkpointing`, as pretraining does). Epoch `e`'s pairs come
+from a seed of (`seed`, `e`), so a resumed epoch reads the batches the interrupted one would have.
 """
 
 import json
@@ -27,6 +33,10 @@ from keras_vicreg.evaluation.retrieval import caption_retrieval_recall
 from keras_vicreg.models.backbones.resnet_backbone import resnet
 from keras_vicreg.models.text_branch import text_encoder
 from keras_vicreg.models.vicreg import VICReg
+from keras_vicreg.training import checkpointing
+from keras_vicreg.training import durable_files
+from keras_vicreg.training import preemption
+from keras_vicreg.training.pretraining_data import epoch_seed
 
 DIRECTIONS = ("image_to_text", "text_to_image")
 
@@ -65,6 +75,8 @@ def build_model(config, vocabulary_size):
     text = text_encoder(vocabulary_size, config.max_length, **config.text)
     model = VICReg(image, config.expander, backbone_b=text, **config.loss)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.build(((None, config.image_size, config.image_size, channels),
+                 (None, config.max_length)))  # its variables exist before a checkpoint loads
     return model
 
 
@@ -75,6 +87,64 @@ def learning_rate_schedule(config):
         return config.learning_rate * config.lr_decay_factor ** (epoch // config.lr_decay_epochs)
 
     return keras.callbacks.LearningRateScheduler(rate)
+
+
+def steps_per_epoch(config, train_captions):
+    """Full batches per epoch: the training images // batch_size.
+
+    `train_captions` is the training split with its images left encoded: where its length is
+    unknown (COCO's, after dropping images with too few captions) it is counted, a pass as cheap
+    as the tokenizer's.
+    """
+    images = int(train_captions.cardinality())
+    if images < 0:
+        images = int(train_captions.reduce(0, lambda count, _: count + 1))
+    steps = images // config.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"The training split has {images} images, fewer than one batch: lower "
+            f"config.batch_size or use more images. Received: batch_size={config.batch_size}")
+    return steps
+
+
+class _EpochLosses(keras.callbacks.Callback):
+    """Each epoch's mean training loss, as `fit`'s history would keep it."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.losses.append(float((logs or {}).get("loss", float("nan"))))
+
+
+def train_model(config, model, train, tokenizer, steps, workdir=None):
+    """Trains `model` for `config.epochs` of `steps`, resuming from `<workdir>/checkpoints`.
+
+    Returns:
+        {"loss": each epoch's training loss (from the resumed epoch on), "start_step": the step
+        restored (0 for a fresh run)}.
+    """
+    def epoch_pairs(epoch, skip):
+        return coco_captions.training_pairs(
+            train, tokenizer, config.batch_size, image_size=config.image_size, mean=config.mean,
+            std=config.std, augment=config.augment, crop_fraction=config.crop_fraction,
+            seed=epoch_seed(config.seed, epoch), shuffle_buffer=config.shuffle_buffer,
+        ).skip(skip)
+
+    losses = _EpochLosses()
+    callbacks = [learning_rate_schedule(config), losses]
+    with preemption.PreemptionSignal() as stop:
+        start = 0
+        if workdir:
+            directory = os.path.join(workdir, "checkpoints")
+            start = checkpointing.restore_latest(model, directory)
+            callbacks.append(checkpointing.StepCheckpoint(
+                directory, config.checkpoint_every_steps, initial_step=start, stop_signal=stop))
+        checkpointing.resumable_fit(model, epoch_pairs, epochs=config.epochs,
+                                    steps_per_epoch=steps, initial_step=start,
+                                    callbacks=callbacks, verbose=config.verbose)
+    return {"loss": losses.losses, "start_step": start}
 
 
 class TestSet:
@@ -159,12 +229,18 @@ def run_retrieval(config, workdir=None, data_dir=None):
     Returns:
         The record: recall@K per protocol and direction ("5k", "1k", and the headline protocol's
         "image_to_text" and "text_to_image" at the top), "chance", "untrained" (with
-        `evaluate_untrained`), "test_images", "vocabulary_size", "loss" (per epoch), "backend".
+        `evaluate_untrained`), "test_images", "vocabulary_size", "loss" (per epoch trained by this
+        process: a resumed run's from the epoch it resumed in), "start_step" (0, or the step a
+        resumed run restored), "backend".
+
+    Raises:
+        preemption.Preempted: SIGTERM or SIGINT arrived (with a workdir); the step is checkpointed.
     """
     retrieval_config.validate(config)
     keras.utils.set_random_seed(config.seed)
     train, test = captioned_splits(config, data_dir)
     train_captions, _ = captioned_splits(config, data_dir, decode_images=False)
+    steps = steps_per_epoch(config, train_captions)
     tokenizer = coco_captions.adapt_tokenizer(
         coco_captions.caption_tokenizer(config.vocabulary_size, config.max_length), train_captions)
     test_set = TestSet(config, tokenizer, train, test)
@@ -175,13 +251,7 @@ def run_retrieval(config, workdir=None, data_dir=None):
               "config": json.loads(config.to_json_best_effort())}
     if config.evaluate_untrained:
         record["untrained"] = test_set.recall(model)
-    pairs = coco_captions.training_pairs(
-        train, tokenizer, config.batch_size, image_size=config.image_size, mean=config.mean,
-        std=config.std, augment=config.augment, crop_fraction=config.crop_fraction,
-        seed=config.seed, shuffle_buffer=config.shuffle_buffer)
-    history = model.fit(pairs, epochs=config.epochs, verbose=config.verbose, shuffle=False,
-                        callbacks=[learning_rate_schedule(config)])  # pairs come shuffled
-    record["loss"] = [float(value) for value in history.history.get("loss", [])]
+    record.update(train_model(config, model, train, tokenizer, steps, workdir))
     record.update(test_set.recall(model))
     if workdir:
         os.makedirs(workdir, exist_ok=True)
@@ -189,6 +259,5 @@ def run_retrieval(config, workdir=None, data_dir=None):
             file.write("\n".join(tokenizer.get_vocabulary()[2:]) + "\n")
         model.branch_model("a", embeddings=True).save(os.path.join(workdir, "image_branch.keras"))
         model.branch_model("b", embeddings=True).save(os.path.join(workdir, "text_branch.keras"))
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as file:
-            json.dump(record, file, indent=2, default=float)
+        durable_files.write_results_json(workdir, record)
     return record
