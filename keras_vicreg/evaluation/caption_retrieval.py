@@ -22,6 +22,7 @@ and goes on from its step (`training.checkpointing`, as pretraining does). Epoch
 from a seed of (`seed`, `e`), so a resumed epoch reads the batches the interrupted one would have.
 """
 
+import contextlib
 import json
 import os
 
@@ -107,19 +108,11 @@ def steps_per_epoch(config, train_captions):
     return steps
 
 
-class _EpochLosses(keras.callbacks.Callback):
-    """Each epoch's mean training loss, as `fit`'s history would keep it."""
-
-    def __init__(self):
-        super().__init__()
-        self.losses = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.losses.append(float((logs or {}).get("loss", float("nan"))))
-
-
-def train_model(config, model, train, tokenizer, steps, workdir=None):
+def train_model(config, model, train, tokenizer, steps, workdir=None, callbacks=()):
     """Trains `model` for `config.epochs` of `steps`, resuming from `<workdir>/checkpoints`.
+
+    Without a workdir nothing is checkpointed and SIGTERM and SIGINT keep their usual effect.
+    `callbacks` are more `fit` callbacks (TensorBoard, ...), run before the checkpoint's.
 
     Returns:
         {"loss": each epoch's training loss (from the resumed epoch on), "start_step": the step
@@ -132,9 +125,9 @@ def train_model(config, model, train, tokenizer, steps, workdir=None):
             seed=epoch_seed(config.seed, epoch), shuffle_buffer=config.shuffle_buffer,
         ).skip(skip)
 
-    losses = _EpochLosses()
-    callbacks = [learning_rate_schedule(config), losses]
-    with preemption.PreemptionSignal() as stop:
+    history = keras.callbacks.History()  # kept across resumable_fit's fits, unlike fit's own
+    callbacks = [learning_rate_schedule(config), history, *callbacks]
+    with preemption.PreemptionSignal() if workdir else contextlib.nullcontext() as stop:
         start = 0
         if workdir:
             directory = os.path.join(workdir, "checkpoints")
@@ -144,7 +137,8 @@ def train_model(config, model, train, tokenizer, steps, workdir=None):
         checkpointing.resumable_fit(model, epoch_pairs, epochs=config.epochs,
                                     steps_per_epoch=steps, initial_step=start,
                                     callbacks=callbacks, verbose=config.verbose)
-    return {"loss": losses.losses, "start_step": start}
+    return {"loss": [float(value) for value in history.history.get("loss", [])],
+            "start_step": start}
 
 
 class TestSet:
@@ -217,7 +211,7 @@ class TestSet:
                 for protocol in self.config.protocols}
 
 
-def run_retrieval(config, workdir=None, data_dir=None):
+def run_retrieval(config, workdir=None, data_dir=None, callbacks=()):
     """Trains image-text VICReg and writes `<workdir>/results.json`; returns what it wrote.
 
     Args:
@@ -225,6 +219,7 @@ def run_retrieval(config, workdir=None, data_dir=None):
         workdir: where results.json, vocabulary.txt and the two branches (image_branch.keras,
             text_branch.keras: inputs to embeddings) go; None writes nothing.
         data_dir: tensorflow-datasets' data directory.
+        callbacks: more `fit` callbacks for the training (TensorBoard, ...).
 
     Returns:
         The record: recall@K per protocol and direction ("5k", "1k", and the headline protocol's
@@ -251,7 +246,7 @@ def run_retrieval(config, workdir=None, data_dir=None):
               "config": json.loads(config.to_json_best_effort())}
     if config.evaluate_untrained:
         record["untrained"] = test_set.recall(model)
-    record.update(train_model(config, model, train, tokenizer, steps, workdir))
+    record.update(train_model(config, model, train, tokenizer, steps, workdir, callbacks))
     record.update(test_set.recall(model))
     if workdir:
         os.makedirs(workdir, exist_ok=True)
