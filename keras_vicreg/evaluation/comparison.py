@@ -218,10 +218,9 @@ def write_report(workdir, rows, timings, *, start_step, total_steps, details):
     if start_step:
         markdown += (f" This run resumed at step {start_step} of {total_steps}: its times leave "
                      "out the steps before.")
-    paths = tuple(os.path.join(workdir, name) for name in ("results.md", "results.json"))
-    with open(paths[0], "w") as file:
+    results_md = os.path.join(workdir, "results.md")
+    with open(results_md, "w") as file:
         file.write(markdown + "\n")
     results = {"rows": rows, "start_step": start_step,
                **{f"{name}_seconds": seconds for name, seconds in timings.items()}, **details}
-    durable_files.write_results_json(workdir, results)
-    return (markdown, *paths)
+    return markdown, results_md, durable_files.write_results_json(workdir, results)

@@ -49,7 +49,6 @@ def write_json_atomically(path, value, default=None, sort_keys=True):
     fsync(directory)
 
 
-
 def write_results_json(workdir, record):
     """Writes an evaluation's `record` to `<workdir>/results.json` atomically; returns the path.
 
@@ -59,6 +58,7 @@ def write_results_json(workdir, record):
     path = os.path.join(workdir, "results.json")
     write_json_atomically(path, record, default=float, sort_keys=False)
     return path
+
 
 def holds_finite_values(path):
     """Whether every array in a checkpoint file (weights and optimizer state) is finite."""
